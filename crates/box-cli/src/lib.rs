@@ -1,0 +1,1 @@
+//! Box command-line fronts.
