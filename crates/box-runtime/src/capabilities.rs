@@ -14,15 +14,17 @@ pub enum CapsError {
     KeepCaps(#[source] std::io::Error),
     /// Dropping a capability from the bounding set failed.
     #[error(
-        "dropping {cap} from the bounding set failed: {source} (dropping from the bounding set \
+        "dropping {cap} (number {index}) from the bounding set failed: {source} (dropping from the bounding set \
          needs CAP_SETPCAP in the permitted set of the process that applies capabilities)"
     )]
     DropBounding {
-        /// The capability, e.g. `CAP_SYS_ADMIN`.
+        /// The capability, e.g. `CAP_SYS_ADMIN` (`CAP_UNKNOWN` for one newer than Box).
         cap: &'static str,
+        /// Its number.
+        index: u8,
         /// The underlying error.
         #[source]
-        source: caps::errors::CapsError,
+        source: std::io::Error,
     },
     /// Setting the effective, permitted or inheritable set failed.
     #[error(
@@ -113,19 +115,7 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<(), CapsError> {
         source,
     })?;
 
-    for cap in &known {
-        if bounding.contains(cap) {
-            continue;
-        }
-        // Already dropped (e.g. by a parent): nothing to do, and no CAP_SETPCAP needed.
-        if !caps::has_cap(None, CapSet::Bounding, *cap).unwrap_or(true) {
-            continue;
-        }
-        caps::drop(None, CapSet::Bounding, *cap).map_err(|source| CapsError::DropBounding {
-            cap: cap_name(*cap),
-            source,
-        })?;
-    }
+    drop_bounding_except(&bounding)?;
 
     caps::set(None, CapSet::Inheritable, &inheritable).map_err(|source| CapsError::SetSet {
         set: "inheritable",
@@ -159,6 +149,38 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<(), CapsError> {
             cap: cap_name(*cap),
             source,
         })?;
+    }
+    Ok(())
+}
+
+/// Drops from the bounding set every capability not in `keep`, by number, so that a capability
+/// newer than the caps crate (unknown by name) is dropped too.
+fn drop_bounding_except(keep: &CapsHashSet) -> Result<(), CapsError> {
+    let keep_mask: u64 = keep.iter().fold(0, |mask, c| mask | c.bitmask());
+    for index in 0u8..64 {
+        // SAFETY: prctl(PR_CAPBSET_READ, n) takes integers only; it answers 1 (in the set), 0 (not
+        // in it) or -1 with EINVAL past the kernel's last capability.
+        let present =
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(index), 0, 0, 0) };
+        if present < 0 {
+            break;
+        }
+        // Already dropped (e.g. by a parent): nothing to do, and no CAP_SETPCAP needed.
+        if present == 0 || keep_mask & (1u64 << index) != 0 {
+            continue;
+        }
+        // SAFETY: prctl(PR_CAPBSET_DROP, n) takes integers only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(index), 0, 0, 0) };
+        if rc != 0 {
+            return Err(CapsError::DropBounding {
+                cap: caps::all()
+                    .into_iter()
+                    .find(|c| c.index() == index)
+                    .map_or("CAP_UNKNOWN", cap_name),
+                index,
+                source: std::io::Error::last_os_error(),
+            });
+        }
     }
     Ok(())
 }
@@ -335,13 +357,7 @@ mod tests {
             return None;
         }
         let mut len = 0usize;
-        loop {
-            let Some(rest) = buf.get_mut(len..) else {
-                break;
-            };
-            if rest.is_empty() {
-                break;
-            }
+        while let Some(rest) = buf.get_mut(len..).filter(|r| !r.is_empty()) {
             // SAFETY: read writes at most rest.len() bytes into rest.
             let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
             if n <= 0 {
