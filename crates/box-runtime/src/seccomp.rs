@@ -181,6 +181,37 @@ impl SeccompProgram {
         Ok(())
     }
 
+    /// The program in the kernel's format (8 bytes per instruction, native byte order), so a
+    /// caller can cache it: compiling a large profile takes libseccomp milliseconds.
+    pub fn bpf_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.instructions.len() * 8);
+        for insn in &self.instructions {
+            bytes.extend_from_slice(&insn.code.to_ne_bytes());
+            bytes.push(insn.jt);
+            bytes.push(insn.jf);
+            bytes.extend_from_slice(&insn.k.to_ne_bytes());
+        }
+        bytes
+    }
+
+    /// Rebuilds a program from [`SeccompProgram::bpf_bytes`] and [`SeccompProgram::flags`] (e.g.
+    /// read back from a cache). The kernel still verifies the program when it is loaded.
+    pub fn from_bpf_bytes(bytes: &[u8], flags: libc::c_ulong) -> Result<Self, SeccompError> {
+        let known = libc::SECCOMP_FILTER_FLAG_TSYNC
+            | libc::SECCOMP_FILTER_FLAG_LOG
+            | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+        if flags & !known != 0 {
+            return Err(SeccompError::UnsupportedFlag {
+                flag: format!("{:#x}", flags & !known),
+                why: "Box only loads filters with the TSYNC, LOG and SPEC_ALLOW flags",
+            });
+        }
+        Ok(SeccompProgram {
+            instructions: decode_bpf(bytes)?,
+            flags,
+        })
+    }
+
     /// Number of BPF instructions in the program.
     pub fn len(&self) -> usize {
         self.instructions.len()
@@ -879,6 +910,35 @@ mod tests {
             );
             assert!(compile(&profile(&json)).is_ok(), "{op}");
         }
+    }
+
+    #[test]
+    fn bpf_bytes_round_trip() {
+        let p = compiled(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG"],
+                "syscalls":[{"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+        );
+        let bytes = p.bpf_bytes();
+        assert_eq!(bytes.len(), p.len() * 8);
+        let back = match SeccompProgram::from_bpf_bytes(&bytes, p.flags()) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(back.bpf_bytes(), bytes);
+        assert_eq!(back.flags(), p.flags());
+        assert!(SeccompProgram::from_bpf_bytes(&bytes[1..], 0).is_err());
+        assert!(SeccompProgram::from_bpf_bytes(&bytes, 1 << 20).is_err());
+        let status = load_then(&back, || {
+            let mut buf = [0u8; 256];
+            // SAFETY: getcwd writes at most buf.len() bytes into buf.
+            let rc = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+            if rc == -1 && errno() == libc::EACCES {
+                0
+            } else {
+                1
+            }
+        });
+        exited(status, 0);
     }
 
     #[test]
