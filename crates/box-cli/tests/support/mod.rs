@@ -487,12 +487,12 @@ impl Bundle {
             .is_some_and(|l| l.iter().any(|n| n["type"] == kind))
     }
 
-    /// Give the box every capability set of `caps` (bounding, effective, permitted, ambient).
+    /// Give the box all five capability sets of `caps` (ambient needs inheritable too).
     pub fn caps(&mut self, caps: &[&str]) -> &mut Self {
         let c = json!(caps);
         self.set(
             "/process/capabilities",
-            json!({ "bounding": c, "effective": c, "permitted": c, "ambient": c }),
+            json!({ "bounding": c, "effective": c, "permitted": c, "inheritable": c, "ambient": c }),
         )
     }
 
