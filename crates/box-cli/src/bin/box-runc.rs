@@ -1,1 +1,5 @@
-fn main() {}
+//! `box-runc`: Box's OCI runtime with runc's command line.
+
+fn main() -> std::process::ExitCode {
+    box_cli::runc::main()
+}

@@ -1,0 +1,253 @@
+//! `exec`: a new process inside a running box. The runtime joins the box's pid namespace (so
+//! its child is born there), forks, and the child joins the other namespaces and the cgroup,
+//! then takes the process's user, privileges and seccomp filter, as the init did.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::Process;
+
+use crate::create::{clone_into, write_pid_file};
+use crate::error::{Context, Error, Result};
+use crate::lifecycle::{wait_exit_code, RunOutcome, Runtime};
+use crate::state::Status;
+use crate::sync::{channel_pair, Channel, Message};
+
+/// Options of `exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The process to start.
+    pub process: Process,
+    /// Unix socket to send the pty master to.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the new process's host pid.
+    pub pid_file: Option<PathBuf>,
+    /// Return once the process runs.
+    pub detach: bool,
+    /// Descriptors after stdio to pass.
+    pub preserve_fds: u32,
+}
+
+/// Namespaces joined by exec, in order (user first, mount last).
+const JOIN_ORDER: [(libc::c_int, &str); 7] = [
+    (libc::CLONE_NEWUSER, "user"),
+    (libc::CLONE_NEWIPC, "ipc"),
+    (libc::CLONE_NEWUTS, "uts"),
+    (libc::CLONE_NEWNET, "net"),
+    (libc::CLONE_NEWCGROUP, "cgroup"),
+    (libc::CLONE_NEWTIME, "time"),
+    (libc::CLONE_NEWNS, "mnt"),
+];
+
+impl Runtime {
+    /// Starts `opts.process` inside running box `id`.
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<RunOutcome> {
+        let record = self.load(id)?;
+        match record.status(self.root()) {
+            Status::Running => {}
+            s => {
+                return Err(Error::WrongState(format!(
+                    "cannot exec in a {} container",
+                    s.as_str()
+                )))
+            }
+        }
+        let init = record.pid;
+        let mut joins: Vec<(libc::c_int, File)> = Vec::new();
+        for (flag, name) in JOIN_ORDER {
+            if differs(init, name) {
+                let f = File::open(format!("/proc/{init}/ns/{name}"))
+                    .ctx(|| format!("cannot open the box's {name} namespace"))?;
+                joins.push((flag, f));
+            }
+        }
+        let linux = record.config.linux().as_ref();
+        let seccomp = linux
+            .and_then(|l| l.seccomp().as_ref())
+            .map(crate::seccomp::compile)
+            .transpose()?;
+        let terminal = opts.process.terminal() == Some(true);
+        let (console, relay) = match (&opts.console_socket, terminal) {
+            (_, false) => (None, None),
+            (Some(p), true) => (Some(crate::console::connect(p)?), None),
+            (None, true) if !opts.detach => {
+                let (a, b) = nix::sys::socket::socketpair(
+                    nix::sys::socket::AddressFamily::Unix,
+                    nix::sys::socket::SockType::Stream,
+                    None,
+                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                )
+                .ctx(|| "cannot create the console socketpair")?;
+                (Some(a), Some(b))
+            }
+            (None, true) => {
+                return Err(Error::config(
+                    "a detached terminal process needs --console-socket",
+                ))
+            }
+        };
+        if differs(init, "pid") {
+            let f = File::open(format!("/proc/{init}/ns/pid"))
+                .ctx(|| "cannot open the box's pid namespace")?;
+            nix::sched::setns(f.as_fd(), CloneFlags::CLONE_NEWPID)
+                .ctx(|| "cannot join the box's pid namespace")?;
+        }
+        let (channel, child_end) = channel_pair()?;
+        let child = ExecChild {
+            process: &opts.process,
+            joins: &joins,
+            channel: &child_end,
+            runtime_end: channel.raw_fd(),
+            console: console.as_ref(),
+            seccomp: seccomp.as_ref(),
+            preserve_fds: opts.preserve_fds,
+            new_user: joins.iter().any(|(f, _)| *f == libc::CLONE_NEWUSER),
+            spec: &record.config,
+        };
+        let pid = clone_into(0, || child.run())?;
+        drop(child_end);
+        drop(console);
+        let undo = |e: Error| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            e
+        };
+        if let Some(cg) = record.cgroup.as_ref().filter(|c| c.is_enabled()) {
+            cg.add_process(pid).map_err(|e| undo(e.into()))?;
+        }
+        channel.send(&Message::Go).map_err(undo)?;
+        channel.expect(Message::Created).map_err(undo)?;
+        if let Some(path) = &opts.pid_file {
+            write_pid_file(path, pid)?;
+        }
+        channel.send(&Message::Start)?;
+        if let Ok(Some(Message::Failed(why))) = channel.recv() {
+            let _ = wait_exit_code(pid);
+            return Err(Error::Init(why));
+        }
+        if opts.detach {
+            return Ok(RunOutcome::Detached);
+        }
+        if let Some(sock) = relay {
+            let pty = crate::console::recv_fd(sock.as_fd())?;
+            let _ = crate::console::relay(pty);
+        }
+        Ok(RunOutcome::Exited(wait_exit_code(pid)?))
+    }
+}
+
+/// Whether the box's init lives in a different `name` namespace than we do.
+fn differs(init: i32, name: &str) -> bool {
+    let theirs = std::fs::read_link(format!("/proc/{init}/ns/{name}"));
+    let ours = std::fs::read_link(format!("/proc/self/ns/{name}"));
+    match (theirs, ours) {
+        (Ok(t), Ok(o)) => t != o,
+        _ => false,
+    }
+}
+
+struct ExecChild<'a> {
+    process: &'a Process,
+    joins: &'a [(libc::c_int, File)],
+    channel: &'a Channel,
+    runtime_end: std::os::fd::RawFd,
+    console: Option<&'a OwnedFd>,
+    seccomp: Option<&'a crate::seccomp::SeccompProgram>,
+    preserve_fds: u32,
+    new_user: bool,
+    spec: &'a oci_spec::runtime::Spec,
+}
+
+impl ExecChild<'_> {
+    fn run(&self) -> ! {
+        let mut started = false;
+        let err = match self.main(&mut started) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        let _ = self.channel.send(&Message::Failed(err.to_string()));
+        if started {
+            eprintln!("box-runc exec: {err}");
+        }
+        // SAFETY: _exit ends this forked process without running inherited atexit handlers.
+        unsafe { libc::_exit(if started { 127 } else { 1 }) }
+    }
+
+    fn main(&self, started: &mut bool) -> Result<Infallible> {
+        // SAFETY: closing an inherited descriptor this process never uses.
+        unsafe { libc::close(self.runtime_end) };
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        self.channel.expect(Message::Go)?;
+        for (flag, f) in self.joins {
+            nix::sched::setns(f.as_fd(), CloneFlags::from_bits_retain(*flag)).ctx(|| {
+                format!(
+                    "cannot join the box's {} namespace",
+                    crate::namespaces::proc_name(*flag)
+                )
+            })?;
+            if *flag == libc::CLONE_NEWUSER {
+                become_root_in_user_ns();
+            }
+        }
+        let may_setgroups =
+            std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny");
+        if let Some(rl) = self.process.rlimits() {
+            crate::rlimits::apply(rl).map_err(|e| Error::Init(e.to_string()))?;
+        }
+        if let Some(sock) = self.console {
+            let size = self.process.console_size().as_ref().map(|b| {
+                (
+                    u16::try_from(b.height()).unwrap_or(u16::MAX),
+                    u16::try_from(b.width()).unwrap_or(u16::MAX),
+                )
+            });
+            crate::console::setup_in_box(sock.as_fd(), size)?;
+        } else {
+            let _ = nix::unistd::setsid();
+        }
+        let image = crate::process::prepare_exec(self.process)?;
+        let nnp = self.process.no_new_privileges() == Some(true);
+        if let (Some(f), false) = (self.seccomp, nnp) {
+            f.load()?;
+        }
+        crate::process::switch_user(self.process, may_setgroups && !self.new_user_denies())?;
+        let cwd = self.process.cwd();
+        nix::unistd::chdir(cwd).ctx(|| format!("cannot enter cwd {}", cwd.display()))?;
+        crate::process::apply_privileges(self.process)?;
+        crate::process::cloexec_from(3 + self.preserve_fds)?;
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+        self.channel.send(&Message::Created)?;
+        self.channel.expect(Message::Start)?;
+        *started = true;
+        if let (Some(f), true) = (self.seccomp, nnp) {
+            f.load()?;
+        }
+        Err(crate::process::exec(&image))
+    }
+
+    /// In a user namespace with a single unprivileged gid mapping, setgroups stays denied.
+    fn new_user_denies(&self) -> bool {
+        self.new_user
+            && self
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.gid_mappings().as_ref())
+                .is_some_and(|m| m.len() == 1 && m[0].size() == 1)
+    }
+}
+
+fn become_root_in_user_ns() {
+    let g = nix::unistd::Gid::from_raw(0);
+    let u = nix::unistd::Uid::from_raw(0);
+    let _ = nix::unistd::setresgid(g, g, g);
+    let _ = nix::unistd::setresuid(u, u, u);
+}

@@ -1,0 +1,153 @@
+//! The handshake between the runtime process and a box's init: small messages over a
+//! SOCK_SEQPACKET socketpair (one message per datagram, EOF when the peer dies).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+use crate::error::{Context, Error, Result};
+
+/// One step of the create handshake.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Runtime → init: id maps written, cgroup joined; go on.
+    Go,
+    /// Init → runtime: mounts are done, run the createRuntime/prestart hooks now.
+    RunHooks,
+    /// Init → runtime: the box is created and waits for start.
+    Created,
+    /// Runtime → init (`run` only): start now, no exec fifo needed.
+    Start,
+    /// Either way: setup failed, with the reason.
+    Failed(String),
+}
+
+const TAG_GO: u8 = 1;
+const TAG_RUN_HOOKS: u8 = 2;
+const TAG_CREATED: u8 = 3;
+const TAG_START: u8 = 4;
+const TAG_FAILED: u8 = 5;
+const MAX_MESSAGE: usize = 4096;
+
+/// One end of the handshake socket.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+/// Makes a connected pair: (runtime end, init end). Both close on exec.
+pub fn channel_pair() -> Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx(|| "cannot create the handshake socketpair")?;
+    Ok((Channel { fd: a }, Channel { fd: b }))
+}
+
+impl Channel {
+    /// Sends one message.
+    pub fn send(&self, msg: &Message) -> Result<()> {
+        let mut buf = [0u8; MAX_MESSAGE];
+        let len = match msg {
+            Message::Go => encode_tag(&mut buf, TAG_GO),
+            Message::RunHooks => encode_tag(&mut buf, TAG_RUN_HOOKS),
+            Message::Created => encode_tag(&mut buf, TAG_CREATED),
+            Message::Start => encode_tag(&mut buf, TAG_START),
+            Message::Failed(why) => {
+                buf[0] = TAG_FAILED;
+                let bytes = why.as_bytes();
+                let n = bytes.len().min(MAX_MESSAGE - 1);
+                buf[1..=n].copy_from_slice(&bytes[..n]);
+                n + 1
+            }
+        };
+        nix::unistd::write(self.fd.as_fd(), &buf[..len])
+            .ctx(|| "cannot send on the handshake socket")?;
+        Ok(())
+    }
+
+    /// Receives one message; `None` when the peer closed its end (it exited).
+    pub fn recv(&self) -> Result<Option<Message>> {
+        let mut buf = [0u8; MAX_MESSAGE];
+        let n = loop {
+            match nix::unistd::read(self.fd.as_fd(), &mut buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.ctx(|| "cannot read the handshake socket")?,
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let msg = match buf[0] {
+            TAG_GO => Message::Go,
+            TAG_RUN_HOOKS => Message::RunHooks,
+            TAG_CREATED => Message::Created,
+            TAG_START => Message::Start,
+            TAG_FAILED => Message::Failed(String::from_utf8_lossy(&buf[1..n]).into_owned()),
+            other => {
+                return Err(Error::Init(format!(
+                    "unexpected handshake message tag {other}"
+                )))
+            }
+        };
+        Ok(Some(msg))
+    }
+
+    /// Waits for `expected`; a failure message or EOF becomes an error.
+    pub fn expect(&self, expected: Message) -> Result<()> {
+        match self.recv()? {
+            Some(m) if m == expected => Ok(()),
+            Some(Message::Failed(why)) => Err(Error::Init(why)),
+            Some(other) => Err(Error::Init(format!(
+                "handshake out of order: expected {expected:?}, got {other:?}"
+            ))),
+            None => Err(Error::Init(format!(
+                "handshake peer exited while waiting for {expected:?}"
+            ))),
+        }
+    }
+
+    /// The raw descriptor (for poll).
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn encode_tag(buf: &mut [u8], tag: u8) -> usize {
+    buf[0] = tag;
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_over_the_pair() {
+        let (a, b) = channel_pair().expect("socketpair");
+        for msg in [
+            Message::Go,
+            Message::RunHooks,
+            Message::Created,
+            Message::Start,
+            Message::Failed("mount /proc: EPERM".into()),
+        ] {
+            a.send(&msg).expect("send");
+            assert_eq!(b.recv().expect("recv"), Some(msg));
+        }
+        drop(a);
+        assert_eq!(b.recv().expect("recv after close"), None);
+    }
+
+    #[test]
+    fn expect_turns_failure_into_error() {
+        let (a, b) = channel_pair().expect("socketpair");
+        a.send(&Message::Failed("no such file".into()))
+            .expect("send");
+        let err = b.expect(Message::Created).expect_err("must fail");
+        assert!(err.to_string().contains("no such file"));
+    }
+}
