@@ -128,7 +128,7 @@ pub fn wanted_controllers(r: &LinuxResources) -> BTreeSet<String> {
     }
     for key in r.unified().iter().flat_map(|u| u.keys()) {
         if let Some((ctrl, _)) = key.split_once('.') {
-            if ctrl != "cgroup" {
+            if !ctrl.is_empty() && ctrl != "cgroup" {
                 w.insert(ctrl.to_owned());
             }
         }
@@ -273,10 +273,24 @@ impl V2Cgroup {
                     &format!("+{c}"),
                     &format!("enable the {c} controller"),
                 );
-                if let Err(e) = r {
-                    if wanted.contains(c) {
-                        return Err(e);
+                match r {
+                    Err(CgroupError::Write { source, .. })
+                        if wanted.contains(c) && source.raw_os_error() == Some(libc::EBUSY) =>
+                    {
+                        return Err(CgroupError::ControllerUnavailable {
+                            action: format!("apply {c} limits"),
+                            version: "v2",
+                            controller: c.clone(),
+                            why: format!(
+                                "cannot be enabled in {}: that cgroup holds processes (the v2 \
+                                 no-internal-processes rule); run from a leaf cgroup inside a \
+                                 delegated subtree",
+                                file.display()
+                            ),
+                        });
                     }
+                    Err(e) if wanted.contains(c) => return Err(e),
+                    _ => {}
                 }
             }
             cur.push(comp);
@@ -684,6 +698,11 @@ mod tests {
             .unified(unified)
             .build()
             .expect("res");
-        assert!(cg.create(Some(&res), false).is_err());
+        let msg = cg
+            .create(Some(&res), false)
+            .expect_err("key with '/'")
+            .to_string();
+        assert!(msg.contains("unified key"), "{msg}");
+        assert!(!t.path().join("memory.max").exists());
     }
 }
