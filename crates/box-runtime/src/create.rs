@@ -182,6 +182,10 @@ pub fn create_box(
             linux.gid_mappings().as_deref().unwrap_or(&[]),
         )?;
     }
+    // The init starts on its mounts while we move it into its cgroup: the first cgroup.procs
+    // write waits for an RCU grace period (milliseconds), so the two overlap. The init waits
+    // for the second Go before it creates its cgroup namespace or runs anything of the box's.
+    channel.send(&Message::Go)?;
     if cgroup.is_enabled() {
         cgroup.add_process(pid)?;
     }

@@ -1,18 +1,40 @@
 //! CVE-2019-5736: a box must never get a writable handle on the runtime binary through
-//! /proc/PID/exe. Before making or entering a box, the runtime re-executes itself from a sealed
-//! memfd copy, so the only executable a box could reach is immutable and never on disk.
+//! /proc/PID/exe (e.g. by exec'ing `#!/proc/self/exe`). Before making or entering a box the
+//! runtime makes sure the binary it runs from cannot be written through that link:
+//! - already on a read-only mount, or not writable by the caller (rootless): nothing to do;
+//! - root: re-execute through a read-only bind mount of itself in a private mount namespace
+//!   (cheap: no copy; a write through the exe link then fails with EROFS);
+//! - otherwise: re-execute from a sealed memfd copy.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
 
 use crate::error::{Context, Error, Result};
 
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-/// Whether this process already runs from a sealed memfd.
+/// Whether a write through /proc/self/exe is already impossible.
+pub fn exe_is_protected() -> bool {
+    if statvfs("/proc/self/exe").is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
+        return true;
+    }
+    if running_sealed() {
+        return true;
+    }
+    // Rootless: a binary the caller cannot write stays unwritable from any box it makes.
+    // SAFETY: access(2) with a valid C string.
+    !nix::unistd::geteuid().is_root()
+        && unsafe { libc::access(c"/proc/self/exe".as_ptr(), libc::W_OK) } != 0
+}
+
+/// Whether this process runs from a sealed memfd.
 pub fn running_sealed() -> bool {
     let Ok(exe) = File::open("/proc/self/exe") else {
         return false;
@@ -22,17 +44,83 @@ pub fn running_sealed() -> bool {
     seals >= 0 && seals & SEALS == SEALS
 }
 
-/// Re-executes the current program (same argv and environment) from a sealed memfd copy,
-/// unless it already runs from one. Returns only on failure.
-pub fn reexec_sealed() -> Result<()> {
-    if running_sealed() {
+/// Makes sure the running binary is protected, re-executing (same argv and environment)
+/// when it is not. Returns only when protected, or with the reason it could not be.
+pub fn protect_self() -> Result<()> {
+    if exe_is_protected() {
         return Ok(());
     }
+    if nix::unistd::geteuid().is_root() {
+        reexec_read_only()
+    } else {
+        reexec_sealed()
+    }
+}
+
+fn argv_envp() -> (Vec<CString>, Vec<CString>) {
+    let argv = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let envp = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).unwrap_or_default()
+        })
+        .collect();
+    (argv, envp)
+}
+
+fn reexec_read_only() -> Result<()> {
+    let exe: PathBuf = std::fs::read_link("/proc/self/exe").ctx(|| "cannot read /proc/self/exe")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .ctx(|| "cannot make a private mount namespace to protect the runtime binary")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "cannot make / a slave mount")?;
+    mount(
+        Some(&exe),
+        &exe,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| format!("cannot bind {} to itself", exe.display()))?;
+    mount(
+        None::<&str>,
+        &exe,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .ctx(|| format!("cannot make {} read-only", exe.display()))?;
+    let (argv, envp) = argv_envp();
+    let path = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
+    let err = nix::unistd::execve(&path, &argv, &envp)
+        .err()
+        .unwrap_or(nix::errno::Errno::UnknownErrno);
+    Err(Error::Io {
+        context: format!(
+            "cannot re-execute {} read-only",
+            OsStr::from_bytes(path.as_bytes()).to_string_lossy()
+        ),
+        source: err.into(),
+    })
+}
+
+/// Re-executes from a sealed memfd copy of the binary.
+pub fn reexec_sealed() -> Result<()> {
     let exe = File::open("/proc/self/exe").ctx(|| "cannot open /proc/self/exe")?;
-    let name = c"box-runc";
     // SAFETY: memfd_create with a valid C string and flags.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe {
+        libc::memfd_create(c"box-runc".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error())
             .ctx(|| "cannot create a memfd for the runtime copy");
@@ -64,17 +152,7 @@ pub fn reexec_sealed() -> Result<()> {
     if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(std::io::Error::last_os_error()).ctx(|| "cannot seal the runtime copy");
     }
-    let argv: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-        .collect();
-    let envp: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).unwrap_or_default()
-        })
-        .collect();
+    let (argv, envp) = argv_envp();
     let err = nix::unistd::fexecve(&memfd, &argv, &envp)
         .err()
         .unwrap_or(nix::errno::Errno::UnknownErrno);

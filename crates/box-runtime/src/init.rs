@@ -89,7 +89,7 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     for (flag, path) in &a.plan.join {
         join_path(*flag, path)?;
     }
-    let later = a.plan.unshare_later & !libc::CLONE_NEWTIME;
+    let later = a.plan.unshare_later & !(libc::CLONE_NEWTIME | libc::CLONE_NEWCGROUP);
     if later != 0 {
         nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(later))
             .ctx(|| "cannot create the box's namespaces")?;
@@ -97,7 +97,21 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     if a.plan.new_time {
         enter_time_namespace(a.spec)?;
     }
+    // Runs once, before anything needs the box's final cgroup (see create.rs).
+    let gate_passed = std::cell::Cell::new(false);
+    let cgroup_gate = || -> Result<()> {
+        if gate_passed.replace(true) {
+            return Ok(());
+        }
+        a.channel.expect(Message::Go)?;
+        if a.plan.new_cgroup {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .ctx(|| "cannot create the box's cgroup namespace")?;
+        }
+        Ok(())
+    };
     let plan = RootfsPlan {
+        cgroup_gate: &cgroup_gate,
         spec: a.spec,
         rootfs: a.rootfs,
         bundle: a.bundle,
@@ -106,6 +120,7 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     };
     let may_setgroups = setgroups_allowed();
     rootfs::prepare(&plan)?;
+    cgroup_gate()?;
     if a.runtime_hooks {
         a.channel.send(&Message::RunHooks)?;
         a.channel.expect(Message::Go)?;

@@ -162,8 +162,17 @@ pub fn cloexec_from(first: u32) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the process with the box's program; returns only on failure.
+/// Replaces the process with the box's program; returns only on failure. Signal state is
+/// reset first: the runtime (as every Rust program) ignores SIGPIPE, and ignored signals
+/// would survive execve.
 pub fn exec(image: &ExecImage) -> Error {
+    // SAFETY: resetting a disposition to SIG_DFL and clearing the mask affect only this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
     let err = nix::unistd::execve(&image.program, &image.argv, &image.envp)
         .err()
         .unwrap_or(nix::errno::Errno::UnknownErrno);

@@ -16,6 +16,9 @@ use cli::{Cli, Command, CreateArgs, ExecArgs, Format, UpdateArgs};
 
 /// Entry point of the `box-runc` binary.
 pub fn main() -> ExitCode {
+    // Like any Unix tool: a closed pipe ends the output quietly.
+    // SAFETY: restoring the default SIGPIPE disposition of this process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let log = cli.log.clone();
     let format = cli.log_format;
@@ -42,7 +45,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         .unwrap_or_else(box_runtime::state::StateRoot::default_dir);
     // Commands that make or enter a box run from a sealed copy of the binary (CVE-2019-5736).
     if matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec(_)) {
-        box_runtime::exe_protect::reexec_sealed()?;
+        box_runtime::exe_protect::protect_self()?;
     }
     let rt = || Runtime::new(&root).context("cannot open the state root");
     match cli.command {

@@ -18,8 +18,10 @@ use options::{parse, REMOUNT_FLAGS};
 use safe_path::{ensure_file_in_root, fd_path, mkdir_all_in_root, open_in_root};
 
 /// What rootfs setup needs to know about the box.
-#[derive(Debug)]
 pub struct RootfsPlan<'a> {
+    /// Called (idempotently) before the first cgroup mount: returns once the init is in
+    /// its final cgroup and cgroup namespace.
+    pub cgroup_gate: &'a dyn Fn() -> Result<()>,
     /// The spec (mounts, masked paths, devices, propagation).
     pub spec: &'a Spec,
     /// Absolute rootfs path on the host.
@@ -81,6 +83,7 @@ fn mount_one(plan: &RootfsPlan<'_>, root: BorrowedFd<'_>, m: &Mount) -> Result<(
         .unwrap_or(if opts.bind { "bind" } else { "" });
     let source = m.source().clone().unwrap_or_default();
     if typ == "cgroup" || typ == "cgroup2" {
+        (plan.cgroup_gate)()?;
         return mount_cgroup(root, dest, &opts, typ);
     }
     let target = if opts.bind {
