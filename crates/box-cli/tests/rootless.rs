@@ -1,0 +1,149 @@
+//! Rootless boxes: the runtime runs as the unprivileged user `boxtest` (created by the harness with
+//! subuid/subgid ranges) on `spec --rootless` bundles.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use serde_json::json;
+use support::*;
+
+#[test]
+fn rootless_run_propagates_exit_codes() {
+    if !require_root("rootless_run_propagates_exit_codes") {
+        return;
+    }
+    let mut b = Bundle::rootless("rlexit");
+    for (args, want) in [
+        (vec!["true"], 0),
+        (vec!["false"], 1),
+        (vec!["sh", "-c", "echo hi; exit 7"], 7),
+    ] {
+        b.args(&args);
+        let out = b.run_once();
+        assert_eq!(out.code, want, "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn rootless_box_is_root_inside_with_hostname() {
+    if !require_root("rootless_box_is_root_inside_with_hostname") {
+        return;
+    }
+    let mut b = Bundle::rootless("rlid");
+    b.set("/hostname", json!("rootlessbox"));
+    b.script("id -u; id -g; hostname; cat /proc/self/uid_map");
+    let out = b.run_once().ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(&lines[..3], ["0", "0", "rootlessbox"], "{out}");
+    let user = test_user();
+    let map: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(map, ["0", &user.uid.to_string(), "1"], "{out}");
+}
+
+#[test]
+fn rootless_lifecycle_create_start_state_delete() {
+    if !require_root("rootless_lifecycle_create_start_state_delete") {
+        return;
+    }
+    let mut b = Bundle::rootless("rllife");
+    b.args(&["sleep", "1000"]);
+    let id = b.id();
+    b.create(&id).ok();
+    assert_eq!(b.status(&id).as_deref(), Some("created"));
+    let pid = b.pid(&id);
+    assert!(alive(pid));
+    let owner = fs::metadata(format!("/proc/{pid}"))
+        .expect("proc entry")
+        .uid();
+    assert_eq!(
+        owner,
+        test_user().uid,
+        "box init runs as the rootless user on the host"
+    );
+    b.start(&id).ok();
+    assert_eq!(b.status(&id).as_deref(), Some("running"));
+    assert!(b.listed_ids().contains(&id));
+    b.delete(&id).fails();
+    b.kill(&id, "KILL").ok();
+    b.wait_status(&id, "stopped");
+    b.delete(&id).ok();
+    assert!(b.state(&id).is_none());
+    assert!(!alive(pid));
+}
+
+#[test]
+fn rootless_readonly_rootfs_rejects_writes() {
+    if !require_root("rootless_readonly_rootfs_rejects_writes") {
+        return;
+    }
+    let mut b = Bundle::rootless("rlro");
+    b.set("/root/readonly", json!(true));
+    b.script("touch /newfile && echo wrote");
+    let out = b.run_once();
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.text().contains("read-only"), "{out}");
+    assert!(!b.rootfs().join("newfile").exists());
+}
+
+#[test]
+fn rootless_exec_runs_in_the_box() {
+    if !require_root("rootless_exec_runs_in_the_box") {
+        return;
+    }
+    let mut b = Bundle::rootless("rlexec");
+    b.set("/hostname", json!("rlexec"));
+    let id = b.start_sleeper();
+    let out = b.exec(&id, &["sh", "-c", "hostname; id -u; exit 4"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert_eq!(out.stdout, "rlexec\n0\n");
+}
+
+#[test]
+fn rootless_multi_range_mapping_uses_newuidmap() {
+    if !require_root("rootless_multi_range_mapping_uses_newuidmap") {
+        return;
+    }
+    let user = test_user();
+    let mut b = Bundle::rootless("rlmulti");
+    b.set(
+        "/linux/uidMappings",
+        json!([
+            { "containerID": 0, "hostID": user.uid, "size": 1 },
+            { "containerID": 1, "hostID": user.subuid_start, "size": 65536 }
+        ]),
+    );
+    b.set(
+        "/linux/gidMappings",
+        json!([
+            { "containerID": 0, "hostID": user.gid, "size": 1 },
+            { "containerID": 1, "hostID": user.subgid_start, "size": 65536 }
+        ]),
+    );
+    b.caps(&["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    b.script("wc -l < /proc/self/uid_map; wc -l < /proc/self/gid_map; touch /tmp/f && chown 1000:1000 /tmp/f && stat -c '%u:%g' /tmp/f");
+    let out = b.run_once().ok();
+    assert_eq!(out.stdout, "2\n2\n1000:1000\n", "{out}");
+    let meta = fs::metadata(b.rootfs().join("tmp/f")).expect("file made in the box");
+    assert_eq!(meta.uid(), user.subuid_start + 999);
+    assert_eq!(meta.gid(), user.subgid_start + 999);
+}
+
+#[test]
+fn rootless_cannot_see_or_touch_the_host() {
+    if !require_root("rootless_cannot_see_or_touch_the_host") {
+        return;
+    }
+    let mut b = Bundle::rootless("rlhost");
+    // Root inside the box is the unprivileged user outside: host-owned files stay unwritable.
+    let host_file = b.path("root-owned");
+    fs::write(&host_file, "host\n").expect("write");
+    b.add_mount(json!({
+        "destination": "/mnt/h", "type": "bind", "source": host_file, "options": ["bind"]
+    }));
+    b.script("echo pwned > /mnt/h && echo wrote; exit 0");
+    let out = b.run_once().ok();
+    assert!(!out.stdout.contains("wrote"), "{out}");
+    assert_eq!(fs::read_to_string(&host_file).expect("read"), "host\n");
+}
