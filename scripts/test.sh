@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command (what .ci/run runs): build, every test (root and rootless), clippy, rustfmt.
+#   sudo ./scripts/test.sh            # as root: privileged tests may not be skipped
+#   ./scripts/test.sh -- lifecycle    # extra args go to `cargo test` (e.g. a test name filter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"  # cache outside the clone
+if [ "$(id -u)" = 0 ]; then
+    export BOX_REQUIRE_PRIVILEGED="${BOX_REQUIRE_PRIVILEGED:-1}"
+fi
+if [ -z "${BOX_PEER_VIEW:-}" ] && [ -x ../shared/tools/peer-view ]; then
+    BOX_PEER_VIEW="$(cd ../shared/tools && pwd)/peer-view"
+    export BOX_PEER_VIEW
+fi
+THREADS="${BOX_TEST_THREADS:-2}"
+
+[ "${1:-}" = "--" ] && shift
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads="$THREADS" "$@"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo fmt --all -- --check
+echo "test.sh: all checks passed"
