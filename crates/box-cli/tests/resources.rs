@@ -36,13 +36,8 @@ fn memory_limit_oom_kills_a_hog_and_spares_the_host() {
         "/linux/resources/memory",
         json!({ "limit": 32 * MIB, "swap": 32 * MIB }),
     );
-    b.script("cat /sys/fs/cgroup/memory/memory.limit_in_bytes; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived");
+    b.script("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived");
     let out = b.run_once();
-    assert_eq!(
-        out.stdout.lines().next(),
-        Some("33554432"),
-        "limit visible inside: {out}"
-    );
     assert!(
         !out.stdout.contains("survived"),
         "the hog was not stopped: {out}"
