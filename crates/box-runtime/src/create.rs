@@ -102,12 +102,13 @@ pub fn create_box(
         armed: true,
     };
     let mut cgroup = Cgroup::for_box(linux.cgroups_path().as_deref(), id)?;
-    cgroup.create(linux.resources().as_ref(), rootless)?;
+    let resources = effective_resources(linux, rootless)?;
+    cgroup.create(resources.as_ref(), rootless)?;
     undo.cgroup = Some(cgroup.clone());
     let seccomp = linux
         .seccomp()
         .as_ref()
-        .map(crate::seccomp::compile)
+        .map(|s| crate::seccomp_cache::compile_cached(s, &root.seccomp_cache_dir()))
         .transpose()?;
     let fifo = match start {
         StartSignal::Fifo => Some(make_exec_fifo(&dir)?),
@@ -310,4 +311,59 @@ pub fn signal_init(record: &BoxRecord, sig: Signal) -> Result<()> {
             .ctx(|| format!("cannot send {sig} to the box's init"));
     }
     Ok(())
+}
+
+/// Devices every box may use (runc's list): mknod of anything, and read/write of the standard
+/// nodes, ptys and tun.
+const DEFAULT_ALLOWED_DEVICES: [(&str, i64, i64, &str); 11] = [
+    ("c", -1, -1, "m"),
+    ("b", -1, -1, "m"),
+    ("c", 1, 3, "rwm"),
+    ("c", 1, 5, "rwm"),
+    ("c", 1, 7, "rwm"),
+    ("c", 1, 8, "rwm"),
+    ("c", 1, 9, "rwm"),
+    ("c", 5, 0, "rwm"),
+    ("c", 5, 1, "rwm"),
+    ("c", 5, 2, "rwm"),
+    ("c", 136, -1, "rwm"),
+];
+
+/// The box's resources as applied to its cgroup: as root, the device rules become deny-all,
+/// then config.json's rules, then the box's own device nodes and the standard devices allowed
+/// (as runc does), so a box can always use /dev/null and its pty whatever the config says.
+fn effective_resources(
+    linux: &oci_spec::runtime::Linux,
+    rootless: bool,
+) -> Result<Option<oci_spec::runtime::LinuxResources>> {
+    let given = linux.resources().clone();
+    if rootless {
+        return Ok(given);
+    }
+    let mut v = serde_json::to_value(given.unwrap_or_default())
+        .map_err(|e| Error::config(format!("resources: {e}")))?;
+    let rule = |typ: &str, major: i64, minor: i64, access: &str, allow: bool| {
+        let mut r = serde_json::json!({"allow": allow, "type": typ, "access": access});
+        if major >= 0 {
+            r["major"] = major.into();
+        }
+        if minor >= 0 {
+            r["minor"] = minor.into();
+        }
+        r
+    };
+    let mut rules = vec![serde_json::json!({"allow": false, "access": "rwm"})];
+    if let Some(user) = v.get("devices").and_then(|d| d.as_array()) {
+        rules.extend(user.iter().cloned());
+    }
+    for d in linux.devices().as_deref().unwrap_or(&[]) {
+        rules.push(rule(d.typ().as_str(), d.major(), d.minor(), "rwm", true));
+    }
+    for (typ, major, minor, access) in DEFAULT_ALLOWED_DEVICES {
+        rules.push(rule(typ, major, minor, access, true));
+    }
+    v["devices"] = serde_json::Value::Array(rules);
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| Error::config(format!("resources: {e}")))
 }

@@ -119,7 +119,10 @@ pub fn reexec_sealed() -> Result<()> {
     let exe = File::open("/proc/self/exe").ctx(|| "cannot open /proc/self/exe")?;
     // SAFETY: memfd_create with a valid C string and flags.
     let fd = unsafe {
-        libc::memfd_create(c"box-runc".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        libc::memfd_create(
+            c"box-runc".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error())

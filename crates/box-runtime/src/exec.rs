@@ -67,7 +67,7 @@ impl Runtime {
         let linux = record.config.linux().as_ref();
         let seccomp = linux
             .and_then(|l| l.seccomp().as_ref())
-            .map(crate::seccomp::compile)
+            .map(|s| crate::seccomp_cache::compile_cached(s, &self.root().seccomp_cache_dir()))
             .transpose()?;
         let terminal = opts.process.terminal() == Some(true);
         let (console, relay) = match (&opts.console_socket, terminal) {
@@ -89,16 +89,32 @@ impl Runtime {
                 ))
             }
         };
-        if differs(init, "pid") {
-            let f = File::open(format!("/proc/{init}/ns/pid"))
-                .ctx(|| "cannot open the box's pid namespace")?;
+        let pid_ns = if differs(init, "pid") {
+            Some(
+                File::open(format!("/proc/{init}/ns/pid"))
+                    .ctx(|| "cannot open the box's pid namespace")?,
+            )
+        } else {
+            None
+        };
+        // Joining a pid namespace owned by the box's user namespace needs rights in that user
+        // namespace (rootless): an intermediate process joins both, then clones the exec'd
+        // process as our child (CLONE_PARENT). Otherwise we join the pid namespace ourselves.
+        let user_first = joins.iter().position(|(f, _)| *f == libc::CLONE_NEWUSER);
+        let staged = user_first.is_some() && pid_ns.is_some();
+        if let (Some(f), false) = (&pid_ns, staged) {
             nix::sched::setns(f.as_fd(), CloneFlags::CLONE_NEWPID)
                 .ctx(|| "cannot join the box's pid namespace")?;
         }
         let (channel, child_end) = channel_pair()?;
+        let child_joins: Vec<(libc::c_int, &File)> = joins
+            .iter()
+            .filter(|(f, _)| !(staged && *f == libc::CLONE_NEWUSER))
+            .map(|(f, file)| (*f, file))
+            .collect();
         let child = ExecChild {
             process: &opts.process,
-            joins: &joins,
+            joins: &child_joins,
             channel: &child_end,
             runtime_end: channel.raw_fd(),
             console: console.as_ref(),
@@ -107,7 +123,22 @@ impl Runtime {
             new_user: joins.iter().any(|(f, _)| *f == libc::CLONE_NEWUSER),
             spec: &record.config,
         };
-        let pid = clone_into(0, || child.run())?;
+        let pid = if let (true, Some(u), Some(p)) = (staged, user_first, &pid_ns) {
+            let stage = clone_into(0, || stage_into(&joins[u].1, p, &child_end, || child.run()))?;
+            let got = channel.recv();
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(stage), None);
+            match got? {
+                Some(Message::Pid(pid)) => pid,
+                Some(Message::Failed(why)) => return Err(Error::Init(why)),
+                _ => {
+                    return Err(Error::Init(
+                        "exec's intermediate process exited early".into(),
+                    ))
+                }
+            }
+        } else {
+            clone_into(0, || child.run())?
+        };
         drop(child_end);
         drop(console);
         let undo = |e: Error| {
@@ -152,9 +183,34 @@ fn differs(init: i32, name: &str) -> bool {
     }
 }
 
+/// The intermediate of a staged exec: joins the box's user and pid namespaces, clones the
+/// exec'd process as a sibling (our caller's child), reports its pid, and exits.
+fn stage_into(
+    user_ns: &File,
+    pid_ns: &File,
+    channel: &Channel,
+    child: impl FnOnce() -> Infallible,
+) -> Infallible {
+    let result = (|| -> Result<i32> {
+        nix::sched::setns(user_ns.as_fd(), CloneFlags::CLONE_NEWUSER)
+            .ctx(|| "cannot join the box's user namespace")?;
+        become_root_in_user_ns();
+        nix::sched::setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)
+            .ctx(|| "cannot join the box's pid namespace")?;
+        clone_into(libc::CLONE_PARENT, child)
+    })();
+    let msg = match result {
+        Ok(pid) => Message::Pid(pid),
+        Err(e) => Message::Failed(e.to_string()),
+    };
+    let _ = channel.send(&msg);
+    // SAFETY: _exit ends this intermediate process without running inherited atexit handlers.
+    unsafe { libc::_exit(0) }
+}
+
 struct ExecChild<'a> {
     process: &'a Process,
-    joins: &'a [(libc::c_int, File)],
+    joins: &'a [(libc::c_int, &'a File)],
     channel: &'a Channel,
     runtime_end: std::os::fd::RawFd,
     console: Option<&'a OwnedFd>,

@@ -103,15 +103,11 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
         if gate_passed.replace(true) {
             return Ok(());
         }
-        a.channel.expect(Message::Go)?;
-        if a.plan.new_cgroup {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-                .ctx(|| "cannot create the box's cgroup namespace")?;
-        }
-        Ok(())
+        a.channel.expect(Message::Go)
     };
     let plan = RootfsPlan {
         cgroup_gate: &cgroup_gate,
+        new_cgroup_ns: a.plan.new_cgroup,
         spec: a.spec,
         rootfs: a.rootfs,
         bundle: a.bundle,
@@ -120,7 +116,6 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     };
     let may_setgroups = setgroups_allowed();
     rootfs::prepare(&plan)?;
-    cgroup_gate()?;
     if a.runtime_hooks {
         a.channel.send(&Message::RunHooks)?;
         a.channel.expect(Message::Go)?;

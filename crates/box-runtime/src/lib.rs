@@ -22,6 +22,7 @@ pub mod process;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_cache;
 pub mod signals;
 pub mod spec;
 pub mod state;

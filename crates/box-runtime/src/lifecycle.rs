@@ -72,13 +72,10 @@ impl Runtime {
         }
         created.channel.send(&Message::Start)?;
         // The channel closes on execve (close-on-exec) or carries the reason exec failed.
-        match created.channel.recv() {
-            Ok(Some(Message::Failed(why))) => {
-                let _ = waitpid(Pid::from_raw(record.pid), None);
-                let _ = self.destroy(&record);
-                return Err(Error::Init(why));
-            }
-            Ok(_) | Err(_) => {}
+        if let Ok(Some(Message::Failed(why))) = created.channel.recv() {
+            let _ = waitpid(Pid::from_raw(record.pid), None);
+            let _ = self.destroy(&record);
+            return Err(Error::Init(why));
         }
         let state = record.oci_state(Status::Running);
         if let Err(e) = run_hooks(record.config.hooks().as_ref(), HookPoint::Poststart, &state) {

@@ -105,6 +105,8 @@ pub fn default_spec(rootless: bool) -> Value {
     if rootless {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
+        // Like runc: rootless boxes share the caller's network (no veth without privilege).
+        namespaces.retain(|n| n["type"] != "network");
         namespaces.push(json!({"type": "user"}));
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
         linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);

@@ -108,6 +108,11 @@ impl StateRoot {
         &self.dir
     }
 
+    /// Where compiled seccomp filters are cached.
+    pub fn seccomp_cache_dir(&self) -> PathBuf {
+        self.dir.join(".seccomp-cache")
+    }
+
     /// The directory of box `id`.
     pub fn box_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
@@ -184,10 +189,10 @@ use std::os::unix::fs::DirBuilderExt;
 
 /// Rejects ids that could escape the state root or confuse tools.
 pub fn validate_id(id: &str) -> Result<()> {
+    // A leading dot is reserved for the runtime's own entries (e.g. the seccomp cache).
     let ok = !id.is_empty()
         && id.len() <= 1024
-        && id != "."
-        && id != ".."
+        && !id.starts_with('.')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.+:".contains(&b));

@@ -20,6 +20,8 @@ pub enum Message {
     Start,
     /// Either way: setup failed, with the reason.
     Failed(String),
+    /// Exec's intermediate process → runtime: the host pid of the process it cloned.
+    Pid(i32),
 }
 
 const TAG_GO: u8 = 1;
@@ -27,6 +29,7 @@ const TAG_RUN_HOOKS: u8 = 2;
 const TAG_CREATED: u8 = 3;
 const TAG_START: u8 = 4;
 const TAG_FAILED: u8 = 5;
+const TAG_PID: u8 = 6;
 const MAX_MESSAGE: usize = 4096;
 
 /// One end of the handshake socket.
@@ -56,6 +59,11 @@ impl Channel {
             Message::RunHooks => encode_tag(&mut buf, TAG_RUN_HOOKS),
             Message::Created => encode_tag(&mut buf, TAG_CREATED),
             Message::Start => encode_tag(&mut buf, TAG_START),
+            Message::Pid(pid) => {
+                buf[0] = TAG_PID;
+                buf[1..5].copy_from_slice(&pid.to_le_bytes());
+                5
+            }
             Message::Failed(why) => {
                 buf[0] = TAG_FAILED;
                 let bytes = why.as_bytes();
@@ -87,6 +95,7 @@ impl Channel {
             TAG_CREATED => Message::Created,
             TAG_START => Message::Start,
             TAG_FAILED => Message::Failed(String::from_utf8_lossy(&buf[1..n]).into_owned()),
+            TAG_PID if n == 5 => Message::Pid(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])),
             other => {
                 return Err(Error::Init(format!(
                     "unexpected handshake message tag {other}"
@@ -134,6 +143,7 @@ mod tests {
             Message::Created,
             Message::Start,
             Message::Failed("mount /proc: EPERM".into()),
+            Message::Pid(4242),
         ] {
             a.send(&msg).expect("send");
             assert_eq!(b.recv().expect("recv"), Some(msg));

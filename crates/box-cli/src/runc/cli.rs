@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// box-runc: an OCI runtime with runc's command line.
 #[derive(Debug, Parser)]
-#[command(name = "box-runc", version, about = "Box's OCI runtime (runc-compatible command line)")]
+#[command(
+    name = "box-runc",
+    version,
+    about = "Box's OCI runtime (runc-compatible command line)"
+)]
 pub struct Cli {
     /// Directory for the state of boxes (default: /run/box-runc as root, $XDG_RUNTIME_DIR/box-runc otherwise).
     #[arg(long, global = true)]

@@ -9,7 +9,9 @@ use super::cli::LogFormat;
 pub fn write(path: &Path, format: LogFormat, level: &str, msg: &str) {
     let time = box_runtime::state::now_rfc3339();
     let line = match format {
-        LogFormat::Json => serde_json::json!({"level": level, "msg": msg, "time": time}).to_string(),
+        LogFormat::Json => {
+            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+        }
         LogFormat::Text => format!("time={time:?} level={level} msg={msg:?}"),
     };
     if let Ok(mut f) = std::fs::OpenOptions::new()

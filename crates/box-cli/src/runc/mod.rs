@@ -44,7 +44,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(box_runtime::state::StateRoot::default_dir);
     // Commands that make or enter a box run from a sealed copy of the binary (CVE-2019-5736).
-    if matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec(_)) {
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) {
         box_runtime::exe_protect::protect_self()?;
     }
     let rt = || Runtime::new(&root).context("cannot open the state root");
@@ -70,13 +73,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             keep: _,
             create,
         } => {
-            return Ok(match rt()?.run(&create.id, &create_options(&create), detach)? {
-                RunOutcome::Detached => ExitCode::SUCCESS,
-                RunOutcome::Exited(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            })
+            return Ok(
+                match rt()?.run(&create.id, &create_options(&create), detach)? {
+                    RunOutcome::Detached => ExitCode::SUCCESS,
+                    RunOutcome::Exited(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                },
+            )
         }
         Command::Exec(a) => return exec(&rt()?, a),
-        Command::Ps { format, id, ps_args } => ps(&rt()?, &id, format, &ps_args)?,
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => ps(&rt()?, &id, format, &ps_args)?,
         Command::List { format, quiet } => list(&rt()?, format, quiet)?,
         Command::Pause { id } => rt()?.pause(&id)?,
         Command::Resume { id } => rt()?.resume(&id)?,
@@ -173,7 +182,6 @@ fn exec_process_from_flags(rt: &Runtime, a: &ExecArgs) -> Result<oci_spec::runti
     Ok(serde_json::from_value(p)?)
 }
 
-
 fn ps(rt: &Runtime, id: &str, format: Format, ps_args: &[String]) -> Result<()> {
     let pids = rt.pids(id)?;
     if format == Format::Json {
@@ -190,7 +198,11 @@ fn ps(rt: &Runtime, id: &str, format: Format, ps_args: &[String]) -> Result<()> 
         .output()
         .context("cannot run ps")?;
     if !out.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();

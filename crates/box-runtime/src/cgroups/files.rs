@@ -191,12 +191,13 @@ pub fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
 
 /// `rmdir` with retries on `EBUSY`; a missing directory is success.
 pub fn remove_dir_retry(dir: &Path) -> Result<(), CgroupError> {
-    let mut delay = Duration::from_millis(10);
-    for attempt in 0..8 {
+    // Start short: on the hot path (`run` deleting its box) the cgroup is usually free at once.
+    let mut delay = Duration::from_millis(1);
+    for attempt in 0..12 {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 7 => {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 11 => {
                 sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(500));
             }

@@ -19,9 +19,11 @@ use safe_path::{ensure_file_in_root, fd_path, mkdir_all_in_root, open_in_root};
 
 /// What rootfs setup needs to know about the box.
 pub struct RootfsPlan<'a> {
-    /// Called (idempotently) before the first cgroup mount: returns once the init is in
-    /// its final cgroup and cgroup namespace.
+    /// Returns once the runtime has moved the init into its final cgroup (called once, before
+    /// anything that depends on it).
     pub cgroup_gate: &'a dyn Fn() -> Result<()>,
+    /// Whether the box gets a cgroup namespace (made right after the gate).
+    pub new_cgroup_ns: bool,
     /// The spec (mounts, masked paths, devices, propagation).
     pub spec: &'a Spec,
     /// Absolute rootfs path on the host.
@@ -53,8 +55,12 @@ pub fn prepare(plan: &RootfsPlan<'_>) -> Result<()> {
     let root =
         File::open(plan.rootfs).ctx(|| format!("cannot open rootfs {}", plan.rootfs.display()))?;
     let mounts = plan.spec.mounts().clone().unwrap_or_default();
+    let mut cgroups = None;
     for m in &mounts {
-        mount_one(plan, root.as_fd(), m)?;
+        mount_one(plan, root.as_fd(), m, &mut cgroups)?;
+    }
+    if cgroups.is_none() {
+        enter_final_cgroup(plan)?;
     }
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
@@ -68,7 +74,35 @@ pub fn prepare(plan: &RootfsPlan<'_>) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(plan: &RootfsPlan<'_>, root: BorrowedFd<'_>, m: &Mount) -> Result<()> {
+/// Waits for the init to be in its final cgroup, notes its cgroup paths (as the host names
+/// them: the cgroup mount binds exactly those), then makes the cgroup namespace.
+/// Both views are read before the cgroup namespace exists: inside it, /proc/self/cgroup and
+/// the roots of v1 mounts in mountinfo are shown relative to the namespace.
+fn enter_final_cgroup(plan: &RootfsPlan<'_>) -> Result<CgroupView> {
+    (plan.cgroup_gate)()?;
+    let view = CgroupView {
+        own: own_cgroups().ctx(|| "cannot read /proc/self/cgroup")?,
+        mounts: cgroup_mounts().ctx(|| "cannot read /proc/self/mountinfo")?,
+    };
+    if plan.new_cgroup_ns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .ctx(|| "cannot create the box's cgroup namespace")?;
+    }
+    Ok(view)
+}
+
+/// The box's cgroups and the host's cgroup mounts, as seen from the host.
+struct CgroupView {
+    own: Vec<OwnCgroup>,
+    mounts: Vec<CgroupMount>,
+}
+
+fn mount_one(
+    plan: &RootfsPlan<'_>,
+    root: BorrowedFd<'_>,
+    m: &Mount,
+    cgroups: &mut Option<CgroupView>,
+) -> Result<()> {
     let dest = m.destination();
     if !dest.is_absolute() {
         return Err(Error::config(format!(
@@ -83,8 +117,13 @@ fn mount_one(plan: &RootfsPlan<'_>, root: BorrowedFd<'_>, m: &Mount) -> Result<(
         .unwrap_or(if opts.bind { "bind" } else { "" });
     let source = m.source().clone().unwrap_or_default();
     if typ == "cgroup" || typ == "cgroup2" {
-        (plan.cgroup_gate)()?;
-        return mount_cgroup(root, dest, &opts, typ);
+        if cgroups.is_none() {
+            *cgroups = Some(enter_final_cgroup(plan)?);
+        }
+        let Some(view) = cgroups.as_ref() else {
+            return Ok(());
+        };
+        return mount_cgroup(root, dest, &opts, typ, view);
     }
     let target = if opts.bind {
         let src = if source.is_absolute() {
@@ -205,9 +244,9 @@ fn mount_cgroup(
     dest: &Path,
     opts: &options::MountOptions,
     typ: &str,
+    view: &CgroupView,
 ) -> Result<()> {
-    let own = own_cgroups().ctx(|| "cannot read /proc/self/cgroup")?;
-    let hierarchies = cgroup_mounts().ctx(|| "cannot read /proc/self/mountinfo")?;
+    let (own, hierarchies) = (&view.own, &view.mounts);
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let v2_only = hierarchies.iter().all(|h| h.v2) && typ != "cgroup" || typ == "cgroup2";
@@ -224,7 +263,15 @@ fn mount_cgroup(
             .find(|c| c.v2)
             .map(|c| c.path.as_str())
             .unwrap_or("/");
-        return bind_cgroup_dir(root, &h.mount_point, path, &fd_path(&dest_fd), base, ro, dest);
+        return bind_cgroup_dir(
+            root,
+            &h.mount_point,
+            path,
+            &fd_path(&dest_fd),
+            base,
+            ro,
+            dest,
+        );
     }
     mount(
         Some("tmpfs"),
@@ -234,7 +281,7 @@ fn mount_cgroup(
         Some("mode=755"),
     )
     .ctx(|| format!("cannot mount tmpfs on {}", dest.display()))?;
-    for h in &hierarchies {
+    for h in hierarchies {
         let key = h.name.as_str();
         let Some(c) = own
             .iter()

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 /// Opens `path` (absolute or relative, taken as inside `root`) with `flags`, resolving every
@@ -35,15 +35,39 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io
 }
 
 /// Makes every missing directory of `path` inside `root` (mode `mode`) and returns an O_PATH
-/// descriptor of the last one.
+/// descriptor of the last one. A dangling symlink on the way gets its target created, inside
+/// the root, as the kernel would resolve it there.
 pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    mkdir_all_depth(root, path, mode, 0)
+}
+
+/// Symlinks followed while creating one path, as the kernel's own limit.
+const MAX_LINKS: u32 = 40;
+
+fn mkdir_all_depth(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    mode: u32,
+    depth: u32,
+) -> io::Result<OwnedFd> {
+    if depth > MAX_LINKS {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     let rel = relative(path);
     let mut prefix = PathBuf::new();
     let mut current = open_in_root(root, Path::new("."), libc::O_PATH | libc::O_DIRECTORY)?;
     for comp in rel.components() {
-        let Component::Normal(name) = comp else {
-            continue;
+        let name = match comp {
+            Component::Normal(name) => name,
+            // `..` from a symlink target: step back up, never above the root.
+            Component::ParentDir => {
+                prefix.pop();
+                current = open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY)?;
+                continue;
+            }
+            _ => continue,
         };
+        let parent = prefix.clone();
         prefix.push(name);
         match open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY) {
             Ok(fd) => current = fd,
@@ -57,6 +81,16 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Re
                     if err.raw_os_error() != Some(libc::EEXIST) {
                         return Err(err);
                     }
+                    // Something is there but does not resolve: a dangling symlink.
+                    let target =
+                        nix::fcntl::readlinkat(current.as_fd(), name).map_err(io::Error::from)?;
+                    let target = Path::new(&target);
+                    let next = if target.is_absolute() {
+                        target.to_path_buf()
+                    } else {
+                        parent.join(target)
+                    };
+                    mkdir_all_depth(root, &next, mode, depth + 1)?;
                 }
                 current = open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY)?;
             }
@@ -156,6 +190,24 @@ mod tests {
         symlink("../../../../..", root.join("up")).expect("symlink");
         let f = ensure_file_in_root(rootfd.as_fd(), Path::new("/up/file")).expect("file");
         assert_eq!(real_path(&f), root.join("file"));
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn dangling_symlink_target_is_made_inside_root() {
+        let d = tmp("dangling");
+        let root = d.join("root");
+        fs::create_dir_all(root.join("mnt")).expect("mkdir");
+        symlink("/etc/not-there", root.join("mnt/abs")).expect("symlink");
+        symlink("../../../../rel-target", root.join("mnt/rel")).expect("symlink");
+        let rootfd = fs::File::open(&root).expect("open root");
+        let a = mkdir_all_in_root(rootfd.as_fd(), Path::new("/mnt/abs"), 0o755).expect("abs");
+        assert_eq!(real_path(&a), root.join("etc/not-there"));
+        assert!(!Path::new("/etc/not-there").exists());
+        let r = mkdir_all_in_root(rootfd.as_fd(), Path::new("/mnt/rel/x"), 0o755).expect("rel");
+        assert_eq!(real_path(&r), root.join("rel-target/x"));
+        symlink("loop", root.join("loop")).expect("symlink");
+        assert!(mkdir_all_in_root(rootfd.as_fd(), Path::new("/loop"), 0o755).is_err());
         fs::remove_dir_all(&d).expect("cleanup");
     }
 
