@@ -82,7 +82,7 @@ fn enter_final_cgroup(plan: &RootfsPlan<'_>) -> Result<CgroupView> {
     (plan.cgroup_gate)()?;
     let view = CgroupView {
         own: own_cgroups().ctx(|| "cannot read /proc/self/cgroup")?,
-        mounts: cgroup_mounts().ctx(|| "cannot read /proc/self/mountinfo")?,
+        mounts: cgroup_mounts(plan.rootfs).ctx(|| "cannot read /proc/self/mountinfo")?,
     };
     if plan.new_cgroup_ns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
@@ -385,7 +385,9 @@ struct CgroupMount {
     mount_point: PathBuf,
 }
 
-fn cgroup_mounts() -> std::io::Result<Vec<CgroupMount>> {
+/// The host's cgroup mounts, one per hierarchy: copies below the rootfs (an rbind of /sys) are
+/// skipped, since the cgroup mount covers them.
+fn cgroup_mounts(rootfs: &Path) -> std::io::Result<Vec<CgroupMount>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut out = Vec::new();
     for line in text.lines() {
@@ -398,11 +400,12 @@ fn cgroup_mounts() -> std::io::Result<Vec<CgroupMount>> {
         let super_opts = post.next().unwrap_or("");
         let mount_point = pre.split_whitespace().nth(4).unwrap_or("");
         // Only mounts of a hierarchy's root are usable as bind sources.
-        if pre.split_whitespace().nth(3) != Some("/") {
+        if pre.split_whitespace().nth(3) != Some("/") || Path::new(mount_point).starts_with(rootfs)
+        {
             continue;
         }
         match fstype {
-            "cgroup2" => out.push(CgroupMount {
+            "cgroup2" if !out.iter().any(|m: &CgroupMount| m.v2) => out.push(CgroupMount {
                 v2: true,
                 name: String::new(),
                 mount_point: PathBuf::from(mount_point),
@@ -421,11 +424,14 @@ fn cgroup_mounts() -> std::io::Result<Vec<CgroupMount>> {
                             && *o != "cpuset_v2_mode"
                     })
                     .collect();
-                out.push(CgroupMount {
-                    v2: false,
-                    name: ctrls.join(","),
-                    mount_point: PathBuf::from(mount_point),
-                });
+                let name = ctrls.join(",");
+                if !out.iter().any(|m: &CgroupMount| !m.v2 && m.name == name) {
+                    out.push(CgroupMount {
+                        v2: false,
+                        name,
+                        mount_point: PathBuf::from(mount_point),
+                    });
+                }
             }
             _ => {}
         }
