@@ -112,7 +112,15 @@ impl Workdir {
 
     /// Run a command to completion with stdin from /dev/null and stdout/stderr in files (never pipes:
     /// conmon or a shim may keep an inherited pipe open for ever), under [`PEER_TIMEOUT`].
-    pub fn run(&self, mut cmd: Command) -> Outcome {
+    pub fn run(&self, cmd: Command) -> Outcome {
+        let cmdline = format!("{cmd:?}");
+        self.run_for(cmd, PEER_TIMEOUT)
+            .unwrap_or_else(|| panic!("timed out after {PEER_TIMEOUT:?}: {cmdline}"))
+    }
+
+    /// Like [`Workdir::run`] but never panics (for cleanup, which may run while a test unwinds):
+    /// on timeout the command is killed (by pid) and None returned.
+    pub fn run_for(&self, mut cmd: Command, limit: Duration) -> Option<Outcome> {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
         let out_path = self.join(&format!("logs/{n}.out"));
         let err_path = self.join(&format!("logs/{n}.err"));
@@ -120,16 +128,34 @@ impl Workdir {
         let err = fs::File::create(&err_path).expect("create err file");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let cmdline = format!("{cmd:?}");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
-        let status = support::wait_deadline(&mut child, PEER_TIMEOUT, &cmdline);
-        Outcome {
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("warning: cannot spawn {cmdline}: {e}");
+                return None;
+            }
+        };
+        let start = std::time::Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if start.elapsed() < limit => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    eprintln!("warning: timed out after {limit:?}, killing: {cmdline}");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        };
+        Some(Outcome {
             code: support::exit_code(status),
             stdout: fs::read_to_string(&out_path).unwrap_or_default(),
             stderr: fs::read_to_string(&err_path).unwrap_or_default(),
             cmdline,
-        }
+        })
     }
 }
 
@@ -162,9 +188,35 @@ fn sha256_hex(path: &Path) -> String {
         .expect("run sha256sum (coreutils)");
     assert!(out.status.success(), "sha256sum {} failed", path.display());
     let text = String::from_utf8_lossy(&out.stdout);
-    let hex = text.split_whitespace().next().unwrap_or_default().to_string();
+    let hex = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(hex.len(), 64, "sha256sum printed {text:?}");
     hex
+}
+
+/// sha256 (hex) of a string, by coreutils' sha256sum.
+pub fn sha256_str(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum (coreutils)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Adds a file to `layout/blobs/sha256/` under its digest; returns (digest, size).
@@ -278,7 +330,9 @@ pub fn rlimits_for_peers() -> (u64, u64) {
         // SAFETY: getrlimit writes one rlimit struct that lives on our stack.
         let rc = unsafe { libc::getrlimit(res, &mut r) };
         assert_eq!(rc, 0, "getrlimit");
-        r.rlim_max as u64
+        #[allow(clippy::unnecessary_cast)] // rlim_t is u32 on some 32-bit targets
+        let max = r.rlim_max as u64;
+        max
     };
     let nofile = hard(libc::RLIMIT_NOFILE).min(1_048_576);
     // podman lowers its own RLIMIT_NPROC (32768 seen here): stay below anything it may pick.
@@ -534,7 +588,10 @@ impl Leftovers {
         if let Some(c) = cgroup {
             let left = c.remove();
             for d in left {
-                problems.push(format!("cgroup directory cannot be removed: {}", d.display()));
+                problems.push(format!(
+                    "cgroup directory cannot be removed: {}",
+                    d.display()
+                ));
             }
         }
         assert!(
@@ -557,8 +614,44 @@ pub fn term_pid(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGTERM) };
 }
 
-/// Directories this test may have created outside its workdir (e.g. containerd's shim socket dir
-/// /run/containerd/s): remembered when they did not exist, removed at the end only if empty.
+/// Directories a peer creates outside any dir we can give it (podman's /run/containers/networks,
+/// the runc shim's socket dir /run/containerd/s): remembered when they did not exist before the
+/// first test of this binary that uses the peer, removed (only when empty) when the last one ends.
+pub struct SharedDirs {
+    dirs: &'static [&'static str],
+    state: std::sync::Mutex<(usize, Option<CreatedDirs>)>,
+}
+
+impl SharedDirs {
+    pub const fn new(dirs: &'static [&'static str]) -> SharedDirs {
+        SharedDirs {
+            dirs,
+            state: std::sync::Mutex::new((0, None)),
+        }
+    }
+
+    /// A test starts using the peer.
+    pub fn enter(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0 == 0 {
+            st.1 = Some(CreatedDirs::note(self.dirs));
+        }
+        st.0 += 1;
+    }
+
+    /// A test is done with the peer (call once per [`SharedDirs::enter`]).
+    pub fn leave(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 = st.0.saturating_sub(1);
+        if st.0 == 0 {
+            if let Some(c) = st.1.take() {
+                c.remove_if_empty();
+            }
+        }
+    }
+}
+
+/// Directories that did not exist when noted; removed at the end only if empty.
 pub struct CreatedDirs(Vec<PathBuf>);
 
 impl CreatedDirs {
