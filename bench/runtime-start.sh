@@ -38,9 +38,13 @@ for f in /etc/subuid /etc/subgid; do
 done
 UID_B=$(id -u "$USER_NAME"); GID_B=$(id -g "$USER_NAME")
 
+{ [ -e "$BENCH_DIR/bin/box-runc" ] && chattr -i "$BENCH_DIR/bin/box-runc"; } 2>/dev/null || true
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/results" "$BENCH_DIR/bin"
 install -m 0755 "$BOX_RUNC" "$BENCH_DIR/bin/box-runc"   # readable by the rootless user
+# As scripts/install.sh installs it: immutable, so no protective re-exec (BOX_BENCH_MUTABLE=1 to
+# measure the re-exec path instead).
+[ -n "${BOX_BENCH_MUTABLE:-}" ] || chattr +i "$BENCH_DIR/bin/box-runc"
 BOX="$BENCH_DIR/bin/box-runc"
 trap 'rm -rf "$BENCH_DIR/rootful" "$BENCH_DIR/rootless"' EXIT
 

@@ -8,6 +8,7 @@ PACKAGES=(
     busybox-static                            # rootfs of every test bundle
     uidmap                                    # newuidmap/newgidmap for rootless multi-range maps
     util-linux iproute2 procps psmisc         # setpriv, unshare, ip, ps
+    e2fsprogs                                 # chattr: box-runc is installed immutable
     runc crun hyperfine                       # peers and the start-latency benchmark
     podman containerd                         # interop suites
     jq git ca-certificates curl

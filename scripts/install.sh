@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
 cargo build --release --bin box-runc
+# Immutable once installed: no box can ever open the runtime binary for writing (CVE-2019-5736),
+# and box-runc then needs no protective re-exec at start. Upgrades clear the flag first.
+[ -e /usr/local/bin/box-runc ] && chattr -i /usr/local/bin/box-runc 2>/dev/null || true
 install -m 0755 "$CARGO_TARGET_DIR/release/box-runc" /usr/local/bin/box-runc
+chattr +i /usr/local/bin/box-runc 2>/dev/null || echo "install.sh: chattr +i unsupported here; box-runc will protect itself by re-executing read-only" >&2
 
 BUNDLE=/var/lib/box/demo-bundle
 rm -rf "$BUNDLE"

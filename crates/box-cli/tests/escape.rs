@@ -259,7 +259,7 @@ if [ -n "$found" ]; then
   kill -9 $found
   j=0; while [ -e /proc/$found/exe ] && readlink /proc/$found/exe >/tmp/.out 2>&1 && [ $j -lt 100 ]; do sleep 0.05; j=$((j+1)); done
   sleep 0.2
-  try writeafter sh -c 'printf PWNED >> /proc/self/fd/3'
+  try writeafter sh -c 'echo PWNED >> /proc/self/fd/3'
   try truncafter sh -c 'printf PWNED > /proc/self/fd/3'
 fi
 touch /attack-done
@@ -415,7 +415,7 @@ echo "@capeff rc=0 out=$(grep CapEff /proc/self/status | cut -f2)"
                     &all,
                 );
             }
-        } else if !rec(&recs, "mknod", &all).rc == 0 || true {
+        } else {
             let capeff =
                 u64::from_str_radix(rec(&recs, "capeff", &all).out.trim(), 16).unwrap_or(0);
             assert!(

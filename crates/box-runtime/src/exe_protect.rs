@@ -1,7 +1,8 @@
 //! CVE-2019-5736: a box must never get a writable handle on the runtime binary through
 //! /proc/PID/exe (e.g. by exec'ing `#!/proc/self/exe`). Before making or entering a box the
 //! runtime makes sure the binary it runs from cannot be written through that link:
-//! - already on a read-only mount, or not writable by the caller (rootless): nothing to do;
+//! - already immutable (`chattr +i`, as scripts/install.sh installs it), on a read-only mount,
+//!   or not writable by the caller (rootless): nothing to do;
 //! - root: re-execute through a read-only bind mount of itself in a private mount namespace
 //!   (cheap: no copy; a write through the exe link then fails with EROFS);
 //! - otherwise: re-execute from a sealed memfd copy.
@@ -25,13 +26,27 @@ pub fn exe_is_protected() -> bool {
     if statvfs("/proc/self/exe").is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
         return true;
     }
-    if running_sealed() {
+    if running_sealed() || exe_is_immutable() {
         return true;
     }
     // Rootless: a binary the caller cannot write stays unwritable from any box it makes.
     // SAFETY: access(2) with a valid C string.
     !nix::unistd::geteuid().is_root()
         && unsafe { libc::access(c"/proc/self/exe".as_ptr(), libc::W_OK) } != 0
+}
+
+/// Whether the binary carries the immutable attribute: nobody, root included, can open it for
+/// writing without first clearing it, which needs CAP_LINUX_IMMUTABLE (never granted to boxes
+/// by default).
+pub fn exe_is_immutable() -> bool {
+    let Ok(exe) = File::open("/proc/self/exe") else {
+        return false;
+    };
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`, which lives on our stack.
+    let rc = unsafe { libc::ioctl(exe.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    const FS_IMMUTABLE_FL: libc::c_long = 0x0000_0010;
+    rc == 0 && flags & FS_IMMUTABLE_FL != 0
 }
 
 /// Whether this process runs from a sealed memfd.

@@ -19,6 +19,17 @@ pub fn main() -> ExitCode {
     // Like any Unix tool: a closed pipe ends the output quietly.
     // SAFETY: restoring the default SIGPIPE disposition of this process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Commands that make or enter a box run from a protected view of the binary
+    // (CVE-2019-5736); decided before parsing, so a re-exec does not parse twice.
+    if std::env::args()
+        .skip(1)
+        .any(|a| matches!(a.as_str(), "create" | "run" | "exec"))
+    {
+        if let Err(e) = box_runtime::exe_protect::protect_self() {
+            eprintln!("box-runc: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let cli = Cli::parse();
     let log = cli.log.clone();
     let format = cli.log_format;
@@ -43,13 +54,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         .root
         .clone()
         .unwrap_or_else(box_runtime::state::StateRoot::default_dir);
-    // Commands that make or enter a box run from a sealed copy of the binary (CVE-2019-5736).
-    if matches!(
-        cli.command,
-        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
-    ) {
-        box_runtime::exe_protect::protect_self()?;
-    }
     let rt = || Runtime::new(&root).context("cannot open the state root");
     match cli.command {
         Command::Create(a) => {

@@ -3,14 +3,17 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+
+use nix::fcntl::OFlag;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::LinuxDeviceType;
 
-use super::safe_path::{ensure_file_in_root, fd_path, mkdir_all_in_root, open_in_root};
+use super::safe_path::{mkdir_all_in_root, open_in_root};
 use super::RootfsPlan;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 /// One device node to provide.
 #[derive(Debug, Clone)]
@@ -109,47 +112,81 @@ fn make_node(plan: &RootfsPlan<'_>, root: BorrowedFd<'_>, node: &DeviceNode) -> 
     let name = node.path.file_name().unwrap_or_default();
     let dir = mkdir_all_in_root(root, parent, 0o755)
         .ctx(|| format!("cannot create {}", parent.display()))?;
+    let rdev = libc::makedev(node.major, node.minor);
+    // Whatever the image left at this name is replaced, never followed: a planted symlink is
+    // resolved against the host's / before pivot_root (CVE-2025-31133 class).
+    match nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            return Err(Error::config(format!(
+                "{} is a directory in the rootfs; a device node belongs there",
+                node.path.display()
+            )))
+        }
+        Ok(_) => nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .ctx(|| format!("cannot replace {} from the image", node.path.display()))?,
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e).ctx(|| format!("cannot stat {}", node.path.display())),
+    }
     if !plan.in_user_ns {
         let cname = CString::new(name.as_encoded_bytes()).unwrap_or_default();
-        let dev = libc::makedev(node.major, node.minor);
         // SAFETY: `dir` is a live directory descriptor and `cname` a valid C string.
         let rc =
-            unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), node.kind | node.mode, dev) };
-        let err = std::io::Error::last_os_error();
-        if rc == 0 || err.raw_os_error() == Some(libc::EEXIST) {
-            let fd = open_in_root(root, &node.path, libc::O_PATH | libc::O_NOFOLLOW)
-                .ctx(|| format!("cannot open {}", node.path.display()))?;
-            // Mode again: mknod is subject to the umask.
-            nix::sys::stat::fchmodat(
-                dir.as_fd(),
-                name,
-                nix::sys::stat::Mode::from_bits_truncate(node.mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .ctx(|| format!("cannot chmod {}", node.path.display()))?;
-            nix::unistd::fchownat(
-                fd.as_fd(),
-                "",
-                Some(nix::unistd::Uid::from_raw(node.uid)),
-                Some(nix::unistd::Gid::from_raw(node.gid)),
-                nix::fcntl::AtFlags::AT_EMPTY_PATH,
-            )
-            .ctx(|| format!("cannot chown {}", node.path.display()))?;
-            return Ok(());
+            unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), node.kind | node.mode, rdev) };
+        if rc == 0 {
+            return finish_node(dir.as_fd(), node, rdev);
         }
+        let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EPERM) {
             return Err(err).ctx(|| format!("cannot mknod {}", node.path.display()));
         }
     }
-    // No mknod here (user namespace): bind the host's node.
-    let target = ensure_file_in_root(root, &node.path)
-        .ctx(|| format!("cannot create {}", node.path.display()))?;
+    // No mknod here (user namespace): bind the host's node onto a fresh empty file.
+    let target = nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .ctx(|| format!("cannot create {}", node.path.display()))?;
     mount(
         Some(&node.path),
-        fd_path(&target).as_str(),
+        format!("/proc/self/fd/{}", target.as_raw_fd()).as_str(),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
     .ctx(|| format!("cannot bind host {} into the box", node.path.display()))
+}
+
+/// Mode and owner of a node we just made, set through a descriptor of that very node.
+fn finish_node(dir: BorrowedFd<'_>, node: &DeviceNode, rdev: libc::dev_t) -> Result<()> {
+    let fd = nix::fcntl::openat(
+        dir,
+        node.path.file_name().unwrap_or_default(),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("cannot open {}", node.path.display()))?;
+    let st =
+        nix::sys::stat::fstat(fd.as_fd()).ctx(|| format!("cannot stat {}", node.path.display()))?;
+    if st.st_mode & libc::S_IFMT != node.kind || st.st_rdev != rdev {
+        return Err(Error::Init(format!(
+            "{} changed under us while it was being made",
+            node.path.display()
+        )));
+    }
+    // mknod is subject to the umask: set the mode again, on the node itself.
+    std::fs::set_permissions(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        std::fs::Permissions::from_mode(node.mode),
+    )
+    .ctx(|| format!("cannot chmod {}", node.path.display()))?;
+    nix::unistd::fchownat(
+        fd.as_fd(),
+        "",
+        Some(nix::unistd::Uid::from_raw(node.uid)),
+        Some(nix::unistd::Gid::from_raw(node.gid)),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .ctx(|| format!("cannot chown {}", node.path.display()))
 }
