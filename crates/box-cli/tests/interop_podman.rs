@@ -417,9 +417,6 @@ fn podman_run_tty() {
 }
 
 #[test]
-#[ignore = "box-runc under rootless podman: euid 0 in podman's user namespace is taken for real root \
-            (state root /run/box-runc, cgroup errors fatal); see docs/interop.md. \
-            Passes with BOX_RUNC_BIN=/usr/sbin/runc."]
 fn podman_rootless_run() {
     let Some(p) = Podman::with_user("podman_rootless_run", true) else {
         return;

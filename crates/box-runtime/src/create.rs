@@ -92,7 +92,7 @@ pub fn create_box(
             "a mount namespace is required (add {\"type\": \"mount\"} to linux.namespaces)",
         ));
     }
-    let rootless = !nix::unistd::geteuid().is_root();
+    let rootless = crate::idmap::running_rootless();
     let dir = root.claim(id)?;
     let mut undo = Undo {
         root,

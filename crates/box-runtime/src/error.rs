@@ -9,12 +9,13 @@ use crate::seccomp::SeccompError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call or file operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {os}")]
     Io {
         /// What was being done.
         context: String,
-        /// The OS error (shown in the message, so not chained again as a source).
-        source: std::io::Error,
+        /// The OS error (shown in the message; deliberately not named `source`, which
+        /// thiserror would chain and print a second time).
+        os: std::io::Error,
     },
     /// config.json (or process.json) is unusable.
     #[error("invalid {what}: {why}")]
@@ -61,9 +62,9 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, std::io::Error> {
     fn ctx<C: Display>(self, context: impl FnOnce() -> C) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|os| Error::Io {
             context: context().to_string(),
-            source,
+            os,
         })
     }
 }
@@ -72,7 +73,7 @@ impl<T> Context<T> for std::result::Result<T, nix::Error> {
     fn ctx<C: Display>(self, context: impl FnOnce() -> C) -> Result<T> {
         self.map_err(|errno| Error::Io {
             context: context().to_string(),
-            source: std::io::Error::from(errno),
+            os: std::io::Error::from(errno),
         })
     }
 }

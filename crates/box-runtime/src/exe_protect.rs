@@ -29,10 +29,10 @@ pub fn exe_is_protected() -> bool {
     if running_sealed() || exe_is_immutable() {
         return true;
     }
-    // Rootless: a binary the caller cannot write stays unwritable from any box it makes.
+    // A binary the caller cannot write (rootless, or root of a user namespace facing a
+    // host-owned file) stays unwritable from any box it makes.
     // SAFETY: access(2) with a valid C string.
-    !nix::unistd::geteuid().is_root()
-        && unsafe { libc::access(c"/proc/self/exe".as_ptr(), libc::W_OK) } != 0
+    unsafe { libc::access(c"/proc/self/exe".as_ptr(), libc::W_OK) != 0 }
 }
 
 /// Whether the binary carries the immutable attribute: nobody, root included, can open it for
@@ -65,7 +65,7 @@ pub fn protect_self() -> Result<()> {
     if exe_is_protected() {
         return Ok(());
     }
-    if nix::unistd::geteuid().is_root() {
+    if !crate::idmap::running_rootless() {
         reexec_read_only()
     } else {
         reexec_sealed()
@@ -125,7 +125,7 @@ fn reexec_read_only() -> Result<()> {
             "cannot re-execute {} read-only",
             OsStr::from_bytes(path.as_bytes()).to_string_lossy()
         ),
-        source: err.into(),
+        os: err.into(),
     })
 }
 
@@ -176,6 +176,6 @@ pub fn reexec_sealed() -> Result<()> {
         .unwrap_or(nix::errno::Errno::UnknownErrno);
     Err(Error::Io {
         context: "cannot re-execute the runtime from its sealed copy".into(),
-        source: err.into(),
+        os: err.into(),
     })
 }

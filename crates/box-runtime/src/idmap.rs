@@ -77,6 +77,23 @@ fn run_helper(helper: &str, pid: i32, maps: &[LinuxIdMapping]) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process runs in a user namespace other than the initial one (e.g. under
+/// rootless podman): root there is not root on the host.
+pub fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether the runtime lacks host root: not uid 0, or uid 0 of a user namespace.
+pub fn running_rootless() -> bool {
+    !nix::unistd::geteuid().is_root() || in_user_namespace()
+}
+
 /// Maps an id inside the namespace to the host id, `None` when it is not mapped.
 pub fn to_host(maps: &[LinuxIdMapping], inside: u32) -> Option<u32> {
     maps.iter().find_map(|m| {

@@ -181,7 +181,7 @@ pub fn exec(image: &ExecImage) -> Error {
             "exec {:?} failed",
             OsStr::from_bytes(image.program.as_bytes())
         ),
-        source: err.into(),
+        os: err.into(),
     }
 }
 

@@ -78,10 +78,15 @@ const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
 
 impl StateRoot {
-    /// The default root: /run/box-runc for root; $XDG_RUNTIME_DIR/box-runc (or /tmp/box-runc-UID) otherwise.
+    /// The default root: /run/box-runc for root; $XDG_RUNTIME_DIR/box-runc (or /tmp/box-runc-UID)
+    /// otherwise — also for uid 0 of a user namespace run by a normal user (rootless podman),
+    /// as runc decides it.
     pub fn default_dir() -> PathBuf {
         let uid = nix::unistd::geteuid().as_raw();
-        if uid == 0 {
+        let userns_of_a_user = crate::idmap::in_user_namespace()
+            && std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| !d.is_empty())
+            && std::env::var("USER").map_or(true, |u| u != "root");
+        if uid == 0 && !userns_of_a_user {
             return PathBuf::from("/run/box-runc");
         }
         match std::env::var_os("XDG_RUNTIME_DIR") {
