@@ -152,6 +152,11 @@ pub fn create_box(
         cgroup: cgroup.is_enabled().then(|| cgroup.clone()),
         config: spec.clone(),
     };
+    let cgroup_dirs = if cgroup.is_enabled() {
+        cgroup.paths()
+    } else {
+        Vec::new()
+    };
     let (channel, init_channel) = channel_pair()?;
     let state = record.oci_state(Status::Creating);
     let args = InitArgs {
@@ -170,6 +175,8 @@ pub fn create_box(
         start,
         state: &state,
         runtime_end: channel.raw_fd(),
+        cgroup_dirs: &cgroup_dirs,
+        in_cgroup: std::cell::Cell::new(false),
     };
     let pid = clone_into(plan.clone_flags, || crate::init::run(&args))?;
     undo.child = Some(pid);
@@ -183,21 +190,28 @@ pub fn create_box(
             linux.gid_mappings().as_deref().unwrap_or(&[]),
         )?;
     }
-    // The init starts on its mounts while we move it into its cgroup: the first cgroup.procs
+    // The init builds its rootfs while we move it into its cgroup: the first cgroup.procs
     // write waits for an RCU grace period (milliseconds), so the two overlap. The init waits
-    // for the second Go before it creates its cgroup namespace or runs anything of the box's.
-    channel.send(&Message::Go)?;
-    if cgroup.is_enabled() {
-        cgroup.add_process(pid)?;
-    }
-    if let Some(adj) = process.oom_score_adj() {
-        fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).ctx(|| {
-            format!("cannot set oom_score_adj {adj} (lowering it needs CAP_SYS_RESOURCE)")
-        })?;
+    // for the second Go before it starts any process, makes its cgroup namespace, or reports
+    // itself created.
+    let handshake = || -> Result<()> {
+        channel.send(&Message::Go)?;
+        if cgroup.is_enabled() {
+            cgroup.add_process(pid)?;
+        }
+        if let Some(adj) = process.oom_score_adj() {
+            fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).ctx(|| {
+                format!("cannot set oom_score_adj {adj} (lowering it needs CAP_SYS_RESOURCE)")
+            })?;
+        }
+        channel.send(&Message::Go)
+    };
+    // If the init failed meanwhile, its reason beats ours (a closed socket, a vanished pid).
+    if let Err(e) = handshake() {
+        return Err(channel.pending_failure().map(Error::Init).unwrap_or(e));
     }
     record.pid = pid;
     record.pid_start_time = process_start_time(pid).unwrap_or(0);
-    channel.send(&Message::Go)?;
     loop {
         match channel.recv()? {
             Some(Message::RunHooks) => {

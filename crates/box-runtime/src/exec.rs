@@ -152,7 +152,11 @@ impl Runtime {
         if let Some(cg) = record.cgroup.as_ref().filter(|c| c.is_enabled()) {
             cg.add_process(pid).map_err(|e| undo(e.into()))?;
         }
-        channel.send(&Message::Go).map_err(undo)?;
+        if let Err(e) = channel.send(&Message::Go) {
+            return Err(undo(
+                channel.pending_failure().map(Error::Init).unwrap_or(e),
+            ));
+        }
         channel.expect(Message::Created).map_err(undo)?;
         if let Some(path) = &opts.pid_file {
             write_pid_file(path, pid)?;

@@ -59,6 +59,10 @@ pub struct InitArgs<'a> {
     /// The runtime's end of the handshake, inherited by clone: closed first, so the
     /// init sees EOF if the runtime dies.
     pub runtime_end: std::os::fd::RawFd,
+    /// The box's cgroup directories on the host (empty when it has none).
+    pub cgroup_dirs: &'a [std::path::PathBuf],
+    /// Whether the init already waited for its cgroup (see `enter_cgroup`).
+    pub in_cgroup: std::cell::Cell<bool>,
 }
 
 /// The init's entry point; never returns.
@@ -97,17 +101,8 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     if a.plan.new_time {
         enter_time_namespace(a.spec)?;
     }
-    // Runs once, before anything needs the box's final cgroup (see create.rs).
-    let gate_passed = std::cell::Cell::new(false);
-    let cgroup_gate = || -> Result<()> {
-        if gate_passed.replace(true) {
-            return Ok(());
-        }
-        a.channel.expect(Message::Go)
-    };
     let plan = RootfsPlan {
-        cgroup_gate: &cgroup_gate,
-        new_cgroup_ns: a.plan.new_cgroup,
+        cgroup_dirs: a.cgroup_dirs,
         spec: a.spec,
         rootfs: a.rootfs,
         bundle: a.bundle,
@@ -116,6 +111,12 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     };
     let may_setgroups = setgroups_allowed();
     rootfs::prepare(&plan)?;
+    let hooks_in_box =
+        !crate::hooks::hooks_at(a.spec.hooks().as_ref(), HookPoint::CreateContainer).is_empty();
+    if a.runtime_hooks || hooks_in_box {
+        // Hooks may start processes: from here on everything must be in the box's cgroup.
+        enter_cgroup(a)?;
+    }
     if a.runtime_hooks {
         a.channel.send(&Message::RunHooks)?;
         a.channel.expect(Message::Go)?;
@@ -136,6 +137,7 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
         set_personality(p.domain())?;
     }
+    enter_cgroup(a)?;
     match (a.process.terminal() == Some(true), a.console) {
         (true, Some(sock)) => {
             let size = a
@@ -189,6 +191,21 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
 
 fn clamp16(v: u64) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+/// Waits (once) until the runtime has moved this process into the box's cgroup — the runtime
+/// does that while the rootfs is being built, since the cgroup write itself is slow — then makes
+/// the cgroup namespace, rooted at that cgroup.
+fn enter_cgroup(a: &InitArgs<'_>) -> Result<()> {
+    if a.in_cgroup.replace(true) {
+        return Ok(());
+    }
+    a.channel.expect(Message::Go)?;
+    if a.plan.new_cgroup {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .ctx(|| "cannot create the box's cgroup namespace")?;
+    }
+    Ok(())
 }
 
 /// In a new user namespace, become its root (when root is mapped) so the setup runs as the box's root.

@@ -1,9 +1,9 @@
 //! The handshake between the runtime process and a box's init: small messages over a
 //! SOCK_SEQPACKET socketpair (one message per datagram, EOF when the peer dies).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::error::{Context, Error, Result};
 
@@ -72,16 +72,29 @@ impl Channel {
                 n + 1
             }
         };
-        nix::unistd::write(self.fd.as_fd(), &buf[..len])
+        // MSG_NOSIGNAL: a peer that died must give EPIPE, not kill us with SIGPIPE.
+        nix::sys::socket::send(self.fd.as_raw_fd(), &buf[..len], MsgFlags::MSG_NOSIGNAL)
             .ctx(|| "cannot send on the handshake socket")?;
         Ok(())
     }
 
     /// Receives one message; `None` when the peer closed its end (it exited).
     pub fn recv(&self) -> Result<Option<Message>> {
+        self.recv_with(MsgFlags::empty())
+    }
+
+    /// The reason the peer gave for failing, if one is already waiting (never blocks).
+    pub fn pending_failure(&self) -> Option<String> {
+        match self.recv_with(MsgFlags::MSG_DONTWAIT) {
+            Ok(Some(Message::Failed(why))) => Some(why),
+            _ => None,
+        }
+    }
+
+    fn recv_with(&self, flags: MsgFlags) -> Result<Option<Message>> {
         let mut buf = [0u8; MAX_MESSAGE];
         let n = loop {
-            match nix::unistd::read(self.fd.as_fd(), &mut buf) {
+            match nix::sys::socket::recv(self.fd.as_raw_fd(), &mut buf, flags) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 other => break other.ctx(|| "cannot read the handshake socket")?,
             }

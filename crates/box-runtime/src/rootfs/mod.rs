@@ -18,12 +18,11 @@ use options::{parse, REMOUNT_FLAGS};
 use safe_path::{ensure_file_in_root, fd_path, mkdir_all_in_root, open_in_root};
 
 /// What rootfs setup needs to know about the box.
+#[derive(Debug)]
 pub struct RootfsPlan<'a> {
-    /// Returns once the runtime has moved the init into its final cgroup (called once, before
-    /// anything that depends on it).
-    pub cgroup_gate: &'a dyn Fn() -> Result<()>,
-    /// Whether the box gets a cgroup namespace (made right after the gate).
-    pub new_cgroup_ns: bool,
+    /// The box's own cgroup directories on the host (empty: it has none, and sees the
+    /// caller's). Known before the init joins them, so the cgroup mount needs no waiting.
+    pub cgroup_dirs: &'a [PathBuf],
     /// The spec (mounts, masked paths, devices, propagation).
     pub spec: &'a Spec,
     /// Absolute rootfs path on the host.
@@ -59,9 +58,6 @@ pub fn prepare(plan: &RootfsPlan<'_>) -> Result<()> {
     for m in &mounts {
         mount_one(plan, root.as_fd(), m, &mut cgroups)?;
     }
-    if cgroups.is_none() {
-        enter_final_cgroup(plan)?;
-    }
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && m.options()
@@ -74,27 +70,38 @@ pub fn prepare(plan: &RootfsPlan<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Waits for the init to be in its final cgroup, notes its cgroup paths (as the host names
-/// them: the cgroup mount binds exactly those), then makes the cgroup namespace.
-/// Both views are read before the cgroup namespace exists: inside it, /proc/self/cgroup and
-/// the roots of v1 mounts in mountinfo are shown relative to the namespace.
-fn enter_final_cgroup(plan: &RootfsPlan<'_>) -> Result<CgroupView> {
-    (plan.cgroup_gate)()?;
-    let view = CgroupView {
-        own: own_cgroups().ctx(|| "cannot read /proc/self/cgroup")?,
-        mounts: cgroup_mounts(plan.rootfs).ctx(|| "cannot read /proc/self/mountinfo")?,
-    };
-    if plan.new_cgroup_ns {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .ctx(|| "cannot create the box's cgroup namespace")?;
-    }
-    Ok(view)
+/// Which host directory the box sees for each cgroup hierarchy: its own directory where it has
+/// one, else the cgroup it runs in (the caller's: rootless without delegation). Read from the
+/// host's view, before the box's cgroup namespace exists.
+fn cgroup_view(plan: &RootfsPlan<'_>) -> Result<CgroupView> {
+    let own = own_cgroups().ctx(|| "cannot read /proc/self/cgroup")?;
+    let mounts = cgroup_mounts(plan.rootfs).ctx(|| "cannot read /proc/self/mountinfo")?;
+    let sources = mounts
+        .into_iter()
+        .filter_map(|h| {
+            let src = match plan
+                .cgroup_dirs
+                .iter()
+                .find(|d| d.starts_with(&h.mount_point))
+            {
+                Some(dir) => dir.clone(),
+                None => {
+                    let c = own
+                        .iter()
+                        .find(|c| c.v2 == h.v2 && (h.v2 || c.controllers == h.name))?;
+                    h.mount_point.join(c.path.trim_start_matches('/'))
+                }
+            };
+            Some((h, src))
+        })
+        .collect();
+    Ok(CgroupView { sources })
 }
 
-/// The box's cgroups and the host's cgroup mounts, as seen from the host.
+/// Each host cgroup hierarchy with the directory of it the box sees.
+#[derive(Debug)]
 struct CgroupView {
-    own: Vec<OwnCgroup>,
-    mounts: Vec<CgroupMount>,
+    sources: Vec<(CgroupMount, PathBuf)>,
 }
 
 fn mount_one(
@@ -118,7 +125,7 @@ fn mount_one(
     let source = m.source().clone().unwrap_or_default();
     if typ == "cgroup" || typ == "cgroup2" {
         if cgroups.is_none() {
-            *cgroups = Some(enter_final_cgroup(plan)?);
+            *cgroups = Some(cgroup_view(plan)?);
         }
         let Some(view) = cgroups.as_ref() else {
             return Ok(());
@@ -246,32 +253,18 @@ fn mount_cgroup(
     typ: &str,
     view: &CgroupView,
 ) -> Result<()> {
-    let (own, hierarchies) = (&view.own, &view.mounts);
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
-    let v2_only = hierarchies.iter().all(|h| h.v2) && typ != "cgroup" || typ == "cgroup2";
+    let v2_only = view.sources.iter().all(|(h, _)| h.v2) && typ != "cgroup" || typ == "cgroup2";
     let dest_fd = mkdir_all_in_root(root, dest, 0o755)
         .ctx(|| format!("cannot create mount point {}", dest.display()))?;
     if v2_only {
-        let Some(h) = hierarchies.iter().find(|h| h.v2) else {
+        let Some((_, src)) = view.sources.iter().find(|(h, _)| h.v2) else {
             return Err(Error::Unsupported(
                 "no cgroup2 hierarchy is mounted on the host".into(),
             ));
         };
-        let path = own
-            .iter()
-            .find(|c| c.v2)
-            .map(|c| c.path.as_str())
-            .unwrap_or("/");
-        return bind_cgroup_dir(
-            root,
-            &h.mount_point,
-            path,
-            &fd_path(&dest_fd),
-            base,
-            ro,
-            dest,
-        );
+        return bind_cgroup_dir(root, src, &fd_path(&dest_fd), base, ro, dest);
     }
     mount(
         Some("tmpfs"),
@@ -281,14 +274,8 @@ fn mount_cgroup(
         Some("mode=755"),
     )
     .ctx(|| format!("cannot mount tmpfs on {}", dest.display()))?;
-    for h in hierarchies {
+    for (h, src) in &view.sources {
         let key = h.name.as_str();
-        let Some(c) = own
-            .iter()
-            .find(|c| c.v2 == h.v2 && (h.v2 || c.controllers == key))
-        else {
-            continue;
-        };
         let name = if h.v2 {
             "unified"
         } else {
@@ -297,7 +284,7 @@ fn mount_cgroup(
         let sub = dest.join(name);
         let fd = mkdir_all_in_root(root, &sub, 0o755)
             .ctx(|| format!("cannot create {}", sub.display()))?;
-        bind_cgroup_dir(root, &h.mount_point, &c.path, &fd_path(&fd), base, ro, &sub)?;
+        bind_cgroup_dir(root, src, &fd_path(&fd), base, ro, &sub)?;
         // Co-mounted controllers (cpu,cpuacct) also get a link per controller name.
         if name.contains(',') {
             let dirfd = open_in_root(root, dest, libc::O_PATH | libc::O_DIRECTORY)
@@ -324,16 +311,14 @@ fn mount_cgroup(
 
 fn bind_cgroup_dir(
     root: BorrowedFd<'_>,
-    mount_point: &Path,
-    path: &str,
+    src: &Path,
     target: &str,
     base: MsFlags,
     ro: bool,
     dest: &Path,
 ) -> Result<()> {
-    let src = mount_point.join(path.trim_start_matches('/'));
     mount(
-        Some(&src),
+        Some(src),
         target,
         NONE,
         MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -378,6 +363,7 @@ fn own_cgroups() -> std::io::Result<Vec<OwnCgroup>> {
 }
 
 /// One cgroup hierarchy mounted on the host (from mountinfo).
+#[derive(Debug)]
 struct CgroupMount {
     v2: bool,
     /// Controller list as /proc/self/cgroup names it (e.g. "cpu,cpuacct", "name=systemd").
