@@ -5,6 +5,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use serde_json::json;
 use support::*;
@@ -146,4 +147,61 @@ fn rootless_cannot_see_or_touch_the_host() {
     let out = b.run_once().ok();
     assert!(!out.stdout.contains("wrote"), "{out}");
     assert_eq!(fs::read_to_string(&host_file).expect("read"), "host\n");
+}
+
+/// The test process's own cgroup path in a v1 hierarchy (`None` on cgroup v2-only hosts).
+fn own_v1_cgroup(controller: &str) -> Option<String> {
+    fs::read_to_string("/proc/self/cgroup")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+}
+
+#[test]
+fn rootless_box_uses_a_delegated_cgroup_for_its_limits() {
+    if !require_root("rootless_box_uses_a_delegated_cgroup_for_its_limits") {
+        return;
+    }
+    let Some(own) = own_v1_cgroup("pids") else {
+        return; // cgroup v2-only host: delegation is a subtree chown there, covered by unit tests
+    };
+    let user = test_user();
+    let mut b = Bundle::rootless("rldeleg");
+    // Delegate a cgroup below our own to the test user, as a session manager would.
+    let name = format!("boxtest-deleg-{}", std::process::id());
+    let parent = Path::new("/sys/fs/cgroup/pids")
+        .join(own.trim_start_matches('/'))
+        .join(&name);
+    fs::create_dir(&parent).expect("mkdir delegated cgroup");
+    struct Rmdir(std::path::PathBuf);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+    let _cleanup = Rmdir(parent.clone());
+    for p in [
+        parent.clone(),
+        parent.join("cgroup.procs"),
+        parent.join("tasks"),
+    ] {
+        std::os::unix::fs::chown(&p, Some(user.uid), Some(user.gid)).expect("chown delegation");
+    }
+    let id = b.id();
+    b.set("/linux/cgroupsPath", json!(format!("{name}/{id}")));
+    b.set("/linux/resources", json!({ "pids": { "limit": 23 } }));
+    b.script("cat /sys/fs/cgroup/pids/pids.max");
+    let out = b.run(&id).ok();
+    assert_eq!(out.stdout.trim(), "23", "the limit reached the box: {out}");
+    assert!(
+        !parent.join(&id).exists(),
+        "the box's cgroup is removed when it is deleted"
+    );
 }

@@ -154,3 +154,40 @@ fn terminal_without_console_socket_fails_on_create() {
     assert!(out.text().contains("console"), "{out}");
     assert!(!b.listed_ids().contains(&id));
 }
+
+#[test]
+fn run_without_console_socket_relays_the_pty_to_its_own_terminal() {
+    if !require_root("run_without_console_socket_relays_the_pty_to_its_own_terminal") {
+        return;
+    }
+    let mut b = Bundle::new("ttyrelay");
+    b.set("/process/terminal", serde_json::json!(true));
+    b.script("tty; test -t 0 && echo stdin-is-a-tty; exit 5");
+    let id = b.id();
+    b.write_config();
+    // script(1) gives the runtime a terminal of its own, as a user's shell would.
+    let cmdline = format!(
+        "{} --root {} run --bundle {} {}",
+        b.bin.display(),
+        b.state_root().display(),
+        b.bundle_path().display(),
+        id
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the box sees its own pty: {text:?}"
+    );
+    assert!(text.contains("stdin-is-a-tty"), "{text:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "exit code crosses the relay: {text:?}"
+    );
+    assert!(b.state(&id).is_none(), "the box is deleted after it exits");
+}
