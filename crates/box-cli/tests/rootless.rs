@@ -149,27 +149,12 @@ fn rootless_cannot_see_or_touch_the_host() {
     assert_eq!(fs::read_to_string(&host_file).expect("read"), "host\n");
 }
 
-/// The test process's own cgroup path in a v1 hierarchy (`None` on cgroup v2-only hosts).
-fn own_v1_cgroup(controller: &str) -> Option<String> {
-    fs::read_to_string("/proc/self/cgroup")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-}
-
 #[test]
 fn rootless_box_uses_a_delegated_cgroup_for_its_limits() {
     if !require_root("rootless_box_uses_a_delegated_cgroup_for_its_limits") {
         return;
     }
-    let Some(own) = own_v1_cgroup("pids") else {
+    let Some(own) = cgroup_of("self", "pids") else {
         return; // cgroup v2-only host: delegation is a subtree chown there, covered by unit tests
     };
     let user = test_user();

@@ -19,6 +19,18 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
     Ok(OwnedFd::from(s))
 }
 
+/// A connected pair standing in for a console socket when the runtime relays the pty itself
+/// (`run`/`exec` in the foreground without `--console-socket`): (the box's end, ours).
+pub fn relay_pair() -> Result<(OwnedFd, OwnedFd)> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx(|| "cannot create the console socketpair")
+}
+
 /// In the box, after pivot_root: opens a pty, sends its master over `socket`, and makes the
 /// slave the controlling terminal and stdin/stdout/stderr of the calling process.
 pub fn setup_in_box(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {

@@ -119,13 +119,7 @@ pub fn create_box(
         (_, false, _) => (None, None),
         (Some(path), true, _) => (Some(crate::console::connect(path)?), None),
         (None, true, StartSignal::Channel) => {
-            let (a, b) = nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::Stream,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .ctx(|| "cannot create the console socketpair")?;
+            let (a, b) = crate::console::relay_pair()?;
             (Some(a), Some(b))
         }
         (None, true, StartSignal::Fifo) => {

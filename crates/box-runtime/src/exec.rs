@@ -74,13 +74,7 @@ impl Runtime {
             (_, false) => (None, None),
             (Some(p), true) => (Some(crate::console::connect(p)?), None),
             (None, true) if !opts.detach => {
-                let (a, b) = nix::sys::socket::socketpair(
-                    nix::sys::socket::AddressFamily::Unix,
-                    nix::sys::socket::SockType::Stream,
-                    None,
-                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                )
-                .ctx(|| "cannot create the console socketpair")?;
+                let (a, b) = crate::console::relay_pair()?;
                 (Some(a), Some(b))
             }
             (None, true) => {

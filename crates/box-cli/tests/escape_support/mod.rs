@@ -13,23 +13,8 @@ use serde_json::json;
 
 use crate::support::{self, Bundle};
 
-/// Docker's 14 default capabilities.
-pub const DOCKER_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// Docker's 14 default capabilities (Box's own default set).
+pub const DOCKER_CAPS: &[&str] = box_runtime::policy::DEFAULT_CAPABILITIES;
 
 /// Who runs the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,10 +101,10 @@ pub fn bundle(name: &str, setup: &Setup) -> Bundle {
         Who::Rootless => Bundle::rootless(name),
     };
     if setup.docker_caps() {
-        b.caps(&DOCKER_CAPS);
+        b.caps(DOCKER_CAPS);
     }
     if setup.has_seccomp() {
-        b.set("/linux/seccomp", box_seccomp(&DOCKER_CAPS));
+        b.set("/linux/seccomp", box_seccomp(DOCKER_CAPS));
     }
     b.rootfs_file("/box-root-id", "box-root\n", false);
     // busybox applets the harness does not link.
