@@ -31,11 +31,10 @@ pub(crate) struct Transport {
 }
 
 /// A fetched manifest: the exact bytes (their digest is the manifest's identity), its parsed
-/// form, its media type and its digest.
+/// form and its digest.
 pub(crate) struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub document: ManifestDocument,
-    pub media_type: Option<String>,
     pub digest: String,
 }
 
@@ -323,7 +322,6 @@ impl Transport {
         Ok(FetchedManifest {
             bytes,
             document,
-            media_type,
             digest,
         })
     }
