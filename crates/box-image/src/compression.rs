@@ -91,8 +91,16 @@ impl Compression {
 
     /// A reader of the decompressed stream.
     pub fn decompress(self, reader: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+        self.decompress_borrowed(reader)
+    }
+
+    /// As `decompress`, for readers that borrow (a tee into a blob writer, a `&mut` reader).
+    pub fn decompress_borrowed<'a, R: Read + Send + 'a>(
+        self,
+        reader: R,
+    ) -> Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
-            Compression::None => reader,
+            Compression::None => Box::new(reader),
             Compression::Gzip => {
                 Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(reader)))
             }
