@@ -12,11 +12,17 @@ use box_image::unpack::{unpack, UnpackOptions, UnpackStats};
 use support::{is_root, raw_tar, sha256_hex, Raw, TempDir};
 
 fn rootful() -> UnpackOptions {
-    UnpackOptions { rootless: false, ignore_ownership: false }
+    UnpackOptions {
+        rootless: false,
+        ignore_ownership: false,
+    }
 }
 
 fn rootless() -> UnpackOptions {
-    UnpackOptions { rootless: true, ignore_ownership: false }
+    UnpackOptions {
+        rootless: true,
+        ignore_ownership: false,
+    }
 }
 
 /// Unpacks into `<tmp>/root`, returning the result and the sandbox (whose other entries must
@@ -42,7 +48,8 @@ fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let cn = std::ffi::CString::new(name).expect("c name");
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a buffer of the given length.
-    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     (n >= 0).then(|| {
         buf.truncate(n as usize);
         buf
@@ -51,7 +58,10 @@ fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn unpack_rejects_dotdot_traversal() {
-    let tar = raw_tar(&[Raw::file("../../etc/passwd", b"evil"), Raw::file("../escaped", b"x")]);
+    let tar = raw_tar(&[
+        Raw::file("../../etc/passwd", b"evil"),
+        Raw::file("../escaped", b"x"),
+    ]);
     let (t, r) = run(&tar, &rootless());
     let e = r.expect_err("traversal must fail");
     assert!(matches!(e, ImageError::UnsafeEntry { .. }), "{e}");
@@ -65,7 +75,10 @@ fn unpack_contains_absolute_paths() {
     let tar = raw_tar(&[Raw::file("/abs/path", b"inside")]);
     let (t, r) = run(&tar, &rootless());
     r.expect("absolute paths are contained");
-    assert_eq!(fs::read(t.path().join("root/abs/path")).expect("read"), b"inside");
+    assert_eq!(
+        fs::read(t.path().join("root/abs/path")).expect("read"),
+        b"inside"
+    );
     assert!(outside(&t).is_empty());
 }
 
@@ -76,9 +89,18 @@ fn unpack_keeps_symlink_to_root_from_leading_out() {
     let tar = raw_tar(&[Raw::symlink("a", "/"), Raw::file(&path, b"x")]);
     let (t, r) = run(&tar, &rootless());
     r.expect("contained");
-    assert!(!Path::new("/tmp").join(&marker).exists(), "wrote to the host's /tmp");
-    assert_eq!(fs::read(t.path().join("root/tmp").join(&marker)).expect("inside"), b"x");
-    assert_eq!(fs::read_link(t.path().join("root/a")).expect("link"), Path::new("/"));
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "wrote to the host's /tmp"
+    );
+    assert_eq!(
+        fs::read(t.path().join("root/tmp").join(&marker)).expect("inside"),
+        b"x"
+    );
+    assert_eq!(
+        fs::read_link(t.path().join("root/a")).expect("link"),
+        Path::new("/")
+    );
 }
 
 #[test]
@@ -93,20 +115,28 @@ fn unpack_keeps_dotdot_symlink_chains_inside() {
     let (t, r) = run(&tar, &rootless());
     r.expect("contained");
     assert!(outside(&t).is_empty(), "{:?}", outside(&t));
-    assert_eq!(fs::read(t.path().join("root/escaped")).expect("inside"), b"x");
+    assert_eq!(
+        fs::read(t.path().join("root/escaped")).expect("inside"),
+        b"x"
+    );
     assert_eq!(fs::read(t.path().join("root/also")).expect("inside"), b"y");
 }
 
 #[test]
 fn unpack_rejects_hardlink_to_host_file() {
-    let before = fs::symlink_metadata("/etc/passwd").expect("host passwd").nlink();
+    let before = fs::symlink_metadata("/etc/passwd")
+        .expect("host passwd")
+        .nlink();
     for link in ["/etc/passwd", "../../../etc/passwd"] {
         let tar = raw_tar(&[Raw::hardlink("pw", link)]);
         let (t, r) = run(&tar, &rootful());
         assert!(r.is_err(), "hardlink to {link} accepted");
         assert!(!t.path().join("root/pw").exists());
     }
-    assert_eq!(fs::symlink_metadata("/etc/passwd").expect("host").nlink(), before);
+    assert_eq!(
+        fs::symlink_metadata("/etc/passwd").expect("host").nlink(),
+        before
+    );
 }
 
 #[test]
@@ -117,7 +147,11 @@ fn unpack_rejects_hardlink_through_symlink_out() {
     assert!(e.to_string().contains("hardlink"), "{e}");
     assert!(!t.path().join("root/h").exists());
     // A hardlink to an earlier file of the layer is fine, through a symlink inside too.
-    let tar = raw_tar(&[Raw::file("d/f", b"data"), Raw::symlink("s", "/d"), Raw::hardlink("h", "s/f")]);
+    let tar = raw_tar(&[
+        Raw::file("d/f", b"data"),
+        Raw::symlink("s", "/d"),
+        Raw::hardlink("h", "s/f"),
+    ]);
     let (t, r) = run(&tar, &rootful());
     r.expect("inside hardlink");
     let a = fs::metadata(t.path().join("root/d/f")).expect("f");
@@ -127,12 +161,21 @@ fn unpack_rejects_hardlink_through_symlink_out() {
 
 #[test]
 fn unpack_skips_device_nodes_when_rootless() {
-    let tar = raw_tar(&[Raw::chardev("dev/sda", 8, 0), Raw { kind: tar::EntryType::Fifo, ..Raw::file("fifo", b"") }]);
+    let tar = raw_tar(&[
+        Raw::chardev("dev/sda", 8, 0),
+        Raw {
+            kind: tar::EntryType::Fifo,
+            ..Raw::file("fifo", b"")
+        },
+    ]);
     let (t, r) = run(&tar, &rootless());
     let stats = r.expect("unpack");
     assert_eq!(stats.devices_skipped, 1);
     assert!(!t.path().join("root/dev/sda").exists());
-    assert!(fs::symlink_metadata(t.path().join("root/fifo")).expect("fifo").file_type().is_fifo());
+    assert!(fs::symlink_metadata(t.path().join("root/fifo"))
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
 }
 
 #[test]
@@ -163,7 +206,10 @@ fn unpack_refuses_huge_names_without_panicking() {
     let tar = raw_tar(&[Raw::file(&ok_path, b"deep")]);
     let (t, r) = run(&tar, &rootless());
     r.expect("long legal path");
-    assert_eq!(fs::read(t.path().join("root").join(&ok_path)).expect("read"), b"deep");
+    assert_eq!(
+        fs::read(t.path().join("root").join(&ok_path)).expect("read"),
+        b"deep"
+    );
 }
 
 #[test]
@@ -171,7 +217,13 @@ fn unpack_turns_whiteouts_into_overlay_form() {
     if !is_root("unpack_turns_whiteouts_into_overlay_form") {
         return;
     }
-    let tar = raw_tar(&[Raw::dir("etc"), Raw::file("etc/.wh.gone", b""), Raw::dir("opq"), Raw::file("opq/.wh..wh..opq", b""), Raw::file("opq/kept", b"k")]);
+    let tar = raw_tar(&[
+        Raw::dir("etc"),
+        Raw::file("etc/.wh.gone", b""),
+        Raw::dir("opq"),
+        Raw::file("opq/.wh..wh..opq", b""),
+        Raw::file("opq/kept", b"k"),
+    ]);
     let (t, r) = run(&tar, &rootful());
     let stats = r.expect("unpack");
     assert_eq!((stats.whiteouts, stats.opaque_dirs), (1, 1));
@@ -179,9 +231,15 @@ fn unpack_turns_whiteouts_into_overlay_form() {
     assert!(m.file_type().is_char_device());
     assert_eq!(m.rdev(), 0);
     assert!(!t.path().join("root/etc/.wh.gone").exists());
-    assert_eq!(getxattr(&t.path().join("root/opq"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        getxattr(&t.path().join("root/opq"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!t.path().join("root/opq/.wh..wh..opq").exists());
-    assert_eq!(fs::read(t.path().join("root/opq/kept")).expect("kept"), b"k");
+    assert_eq!(
+        fs::read(t.path().join("root/opq/kept")).expect("kept"),
+        b"k"
+    );
 }
 
 #[test]
@@ -189,8 +247,14 @@ fn unpack_marks_opaque_dirs_with_user_xattr_when_rootless() {
     let tar = raw_tar(&[Raw::dir("opq"), Raw::file("opq/.wh..wh..opq", b"")]);
     let (t, r) = run(&tar, &rootless());
     r.expect("unpack");
-    assert_eq!(getxattr(&t.path().join("root/opq"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
-    assert_eq!(getxattr(&t.path().join("root/opq"), "trusted.overlay.opaque"), None);
+    assert_eq!(
+        getxattr(&t.path().join("root/opq"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        getxattr(&t.path().join("root/opq"), "trusted.overlay.opaque"),
+        None
+    );
 }
 
 #[test]
@@ -232,7 +296,8 @@ fn unpack_keeps_modes_mtimes_and_xattrs() {
         ])
         .expect("pax");
         let mut h = header(tar::EntryType::Regular, 0o4755, 0, 4);
-        b.append_data(&mut h, "dir/prog", &b"\x7fELF"[..]).expect("file");
+        b.append_data(&mut h, "dir/prog", &b"\x7fELF"[..])
+            .expect("file");
         let mut h = header(tar::EntryType::Symlink, 0o777, 1_000_000_000, 0);
         b.append_link(&mut h, "dir/link", "prog").expect("link");
     });
@@ -246,15 +311,28 @@ fn unpack_keeps_modes_mtimes_and_xattrs() {
     assert_eq!(m.mtime_nsec(), 250_000_000);
     assert_eq!(getxattr(&prog, "user.box").as_deref(), Some(&b"yes"[..]));
     assert_eq!(getxattr(&prog, "trusted.overlay.redirect"), None);
-    assert_eq!(getxattr(&prog, "security.selinux").as_deref().filter(|v| v.starts_with(b"system_u:object_r:x")), None);
+    assert_eq!(
+        getxattr(&prog, "security.selinux")
+            .as_deref()
+            .filter(|v| v.starts_with(b"system_u:object_r:x")),
+        None
+    );
     assert!(stats.xattrs_skipped >= 2);
     let dir = fs::symlink_metadata(t.path().join("root/dir")).expect("dir");
     assert_eq!(dir.permissions().mode() & 0o7777, 0o750);
-    assert_eq!(dir.mtime(), 1_111_111_111, "directory mtime set after its contents");
+    assert_eq!(
+        dir.mtime(),
+        1_111_111_111,
+        "directory mtime set after its contents"
+    );
     let link = fs::symlink_metadata(t.path().join("root/dir/link")).expect("link");
     assert_eq!(link.mtime(), 1_000_000_000);
     if root {
-        assert_eq!(m.permissions().mode() & 0o7777, 0o4755, "setuid kept as root");
+        assert_eq!(
+            m.permissions().mode() & 0o7777,
+            0o4755,
+            "setuid kept as root"
+        );
         assert_eq!((m.uid(), m.gid()), (1234, 4321));
         assert_eq!((link.uid(), link.gid()), (1234, 4321));
     } else {
@@ -283,7 +361,10 @@ fn later_entries_replace_earlier_ones_without_following_symlinks() {
     let target = victim.path().join("target");
     fs::write(&target, b"host data").expect("write");
     let link_target = target.to_string_lossy().into_owned();
-    let tar = raw_tar(&[Raw::symlink("f", &link_target), Raw::file("f", b"layer data")]);
+    let tar = raw_tar(&[
+        Raw::symlink("f", &link_target),
+        Raw::file("f", b"layer data"),
+    ]);
     let (t, r) = run(&tar, &rootless());
     r.expect("unpack");
     assert_eq!(fs::read(&target).expect("host"), b"host data");

@@ -17,7 +17,10 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("box-image-test-{tag}-{}-{nanos}-{n}", std::process::id()));
+        let p = std::env::temp_dir().join(format!(
+            "box-image-test-{tag}-{}-{nanos}-{n}",
+            std::process::id()
+        ));
         fs::create_dir_all(&p).expect("mkdir temp");
         TempDir(p)
     }
@@ -29,7 +32,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chmod").arg("-R").arg("u+rwx").arg(&self.0).output();
+        let _ = std::process::Command::new("chmod")
+            .arg("-R")
+            .arg("u+rwx")
+            .arg(&self.0)
+            .output();
         let _ = fs::remove_dir_all(&self.0);
     }
 }
@@ -63,19 +70,47 @@ pub struct Raw<'a> {
 
 impl<'a> Raw<'a> {
     pub fn file(path: &'a str, data: &'a [u8]) -> Raw<'a> {
-        Raw { path: path.as_bytes(), kind: tar::EntryType::Regular, link: b"", data, mode: 0o644, mtime: 1_600_000_000, uid: 0, gid: 0, dev: (0, 0) }
+        Raw {
+            path: path.as_bytes(),
+            kind: tar::EntryType::Regular,
+            link: b"",
+            data,
+            mode: 0o644,
+            mtime: 1_600_000_000,
+            uid: 0,
+            gid: 0,
+            dev: (0, 0),
+        }
     }
     pub fn dir(path: &'a str) -> Raw<'a> {
-        Raw { kind: tar::EntryType::Directory, mode: 0o755, ..Raw::file(path, b"") }
+        Raw {
+            kind: tar::EntryType::Directory,
+            mode: 0o755,
+            ..Raw::file(path, b"")
+        }
     }
     pub fn symlink(path: &'a str, target: &'a str) -> Raw<'a> {
-        Raw { kind: tar::EntryType::Symlink, link: target.as_bytes(), mode: 0o777, ..Raw::file(path, b"") }
+        Raw {
+            kind: tar::EntryType::Symlink,
+            link: target.as_bytes(),
+            mode: 0o777,
+            ..Raw::file(path, b"")
+        }
     }
     pub fn hardlink(path: &'a str, target: &'a str) -> Raw<'a> {
-        Raw { kind: tar::EntryType::Link, link: target.as_bytes(), ..Raw::file(path, b"") }
+        Raw {
+            kind: tar::EntryType::Link,
+            link: target.as_bytes(),
+            ..Raw::file(path, b"")
+        }
     }
     pub fn chardev(path: &'a str, major: u32, minor: u32) -> Raw<'a> {
-        Raw { kind: tar::EntryType::Char, dev: (major, minor), mode: 0o666, ..Raw::file(path, b"") }
+        Raw {
+            kind: tar::EntryType::Char,
+            dev: (major, minor),
+            mode: 0o666,
+            ..Raw::file(path, b"")
+        }
     }
 }
 
