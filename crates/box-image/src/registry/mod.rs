@@ -6,6 +6,8 @@ mod auth;
 mod client;
 pub mod credentials;
 pub mod manifest;
+mod pull;
+mod push;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -417,6 +419,30 @@ impl BlockingRegistryClient {
     /// See [`RegistryClient::check_login`].
     pub fn check_login(&self, registry: &str) -> Result<()> {
         self.runtime.block_on(self.inner.check_login(registry))
+    }
+
+    /// Pulls `reference` into `store`; see [`RegistryClient::pull_with`].
+    pub fn pull(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        store: &crate::image::ImageStore,
+        progress: &dyn PullProgress,
+    ) -> Result<crate::db::ImageRecord> {
+        self.inner
+            .pull_with(self.runtime.handle(), reference, platform, store, progress)
+    }
+
+    /// Pushes `image` to `target`; see [`RegistryClient::push_with`].
+    pub fn push(
+        &self,
+        store: &crate::image::ImageStore,
+        image: &crate::db::ImageRecord,
+        target: &Reference,
+        progress: &dyn PullProgress,
+    ) -> Result<()> {
+        self.inner
+            .push_with(self.runtime.handle(), store, image, target, progress)
     }
 
     /// See [`RegistryClient::resolve`].

@@ -631,3 +631,121 @@ pub fn write_oci_layout(dir: &Path, images: &[TestImage], tag: &str) -> Vec<u8> 
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     inner_index
 }
+
+/// A TCP proxy in front of a registry that breaks responses: each of the first `cuts`
+/// connections whose response passes `after` bytes is shut down there. Records whether a
+/// request carried a `Range` header.
+pub struct CuttingProxy {
+    pub addr: String,
+    stop: Arc<AtomicBool>,
+    pub saw_range: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: &str, after: u64, cuts: i64) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let saw_range = Arc::new(AtomicBool::new(false));
+        let remaining = Arc::new(std::sync::atomic::AtomicI64::new(cuts));
+        let upstream = upstream.to_string();
+        let thread = {
+            let stop = stop.clone();
+            let saw_range = saw_range.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((client, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(&upstream) else {
+                        continue;
+                    };
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let saw_range = saw_range.clone();
+                    std::thread::spawn(move || {
+                        let (mut c, mut s) = (c2, s2);
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = c.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            if String::from_utf8_lossy(&buf[..n])
+                                .to_ascii_lowercase()
+                                .contains("range: bytes=")
+                            {
+                                saw_range.store(true, Ordering::SeqCst);
+                            }
+                            if s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                    });
+                    let remaining = remaining.clone();
+                    std::thread::spawn(move || {
+                        let (mut s, mut c) = (server, client);
+                        let mut buf = [0u8; 16384];
+                        let mut total = 0u64;
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            total += n as u64;
+                            if total > after && remaining.fetch_sub(1, Ordering::SeqCst) > 0 {
+                                let _ = c.write_all(&buf[..n / 2]);
+                                let _ = c.shutdown(std::net::Shutdown::Both);
+                                let _ = s.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            if total > after {
+                                remaining.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if c.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            })
+        };
+        CuttingProxy {
+            addr,
+            stop,
+            saw_range,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Files under `dir` (recursively), as paths relative to it.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            for q in files_under(&p) {
+                out.push(p.strip_prefix(dir).unwrap().join(q));
+            }
+        } else {
+            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out
+}
