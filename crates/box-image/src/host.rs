@@ -13,7 +13,12 @@ use std::process::Command;
 
 use goblin::elf::Elf;
 
+use crate::archive::{commit_one_layer, rfc3339, GeneratedConfig};
+use crate::compression::MEDIA_TYPE_OCI_LAYER_TAR;
+use crate::db::ImageRecord;
+use crate::digest::Digest;
 use crate::error::{ImageError, Result};
+use crate::image::ImageStore;
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
     move |source| ImageError::io_path("read", path, source)
@@ -848,4 +853,42 @@ fn resolv_conf(src: &Path) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Builds the host image and stores it as the ordinary one-layer image `opts.name`
+/// (`host:latest`): the tree is planned, written as an uncompressed tar in memory, ingested
+/// (blob digest = diff id) and committed with a generated config running /bin/sh. The same host
+/// files give the same image id.
+pub fn build_host_image(store: &ImageStore, opts: &HostImageOptions) -> Result<ImageRecord> {
+    let tree = plan_host_tree(opts)?;
+    let tar = tree.write_tar(Vec::with_capacity(4 << 20))?;
+    let digest = Digest::of_bytes(&tar);
+    let _lease = store.lease()?;
+    let layer = store.ingest_layer_stream(
+        None,
+        tar.as_slice(),
+        &digest,
+        MEDIA_TYPE_OCI_LAYER_TAR,
+        Some(&digest),
+    )?;
+    let gen = GeneratedConfig {
+        created: rfc3339(0),
+        created_by: format!(
+            "box host image ({} mode)",
+            if tree.mode == HostImageMode::Busybox {
+                "busybox"
+            } else {
+                "binaries"
+            }
+        ),
+        cmd: Some(vec!["/bin/sh".to_string(), "-l".to_string()]),
+    };
+    commit_one_layer(
+        store,
+        &layer,
+        &digest,
+        MEDIA_TYPE_OCI_LAYER_TAR,
+        &gen,
+        std::slice::from_ref(&opts.name),
+    )
 }
