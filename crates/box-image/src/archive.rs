@@ -874,6 +874,7 @@ fn export_walk<W: Write>(
 
 fn stat_header(st: &FileStat) -> tar::Header {
     let mut h = tar::Header::new_gnu();
+    h.set_size(0);
     h.set_mode(st.st_mode & 0o7777);
     h.set_uid(u64::from(st.st_uid));
     h.set_gid(u64::from(st.st_gid));
