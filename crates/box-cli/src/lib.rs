@@ -1,3 +1,5 @@
-//! Box command-line fronts: `box-runc` (runc's CLI over box-runtime); `box` comes with the engine.
+//! Box command-line fronts: `box` (docker's verbs over box-image and, later, the engine) and
+//! `box-runc` (runc's command line over box-runtime).
 
+pub mod cmd;
 pub mod runc;

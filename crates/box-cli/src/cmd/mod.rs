@@ -1,0 +1,114 @@
+//! `box`: docker's verbs over box-image (and, with the engine, boxes). This module parses the
+//! command line, picks the data directory, and turns library errors into messages.
+
+pub mod cli;
+mod images;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use box_image::image::ImageStore;
+use clap::Parser;
+
+use cli::{Cli, Command, ImageCommand};
+
+/// Entry point of the `box` binary (also `box-runc` when called by that name).
+pub fn main() -> ExitCode {
+    let called_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if called_as == "box-runc" {
+        return crate::runc::main();
+    }
+    // SAFETY: restoring the default SIGPIPE disposition of this process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("box: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Where Box keeps its data: /var/lib/box as root, $XDG_DATA_HOME/box (~/.local/share/box)
+/// rootless.
+pub fn data_dir(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = explicit {
+        return d;
+    }
+    if !box_runtime::idmap::running_rootless() {
+        return PathBuf::from("/var/lib/box");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("box"),
+        _ => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            PathBuf::from(home).join(".local/share/box")
+        }
+    }
+}
+
+fn open_store(root: Option<PathBuf>) -> Result<ImageStore> {
+    let dir = data_dir(root);
+    ImageStore::open(&dir, box_runtime::idmap::running_rootless())
+        .with_context(|| format!("cannot open Box's store in {}", dir.display()))
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let root = cli.root;
+    match cli.command {
+        Command::Pull {
+            platform,
+            quiet,
+            registry,
+            image,
+        } => images::pull(
+            &open_store(root)?,
+            &image,
+            platform.as_deref(),
+            quiet,
+            registry.tls_verify,
+        ),
+        Command::Push {
+            registry,
+            image,
+            destination,
+        } => images::push(
+            &open_store(root)?,
+            &image,
+            destination.as_deref(),
+            registry.tls_verify,
+        ),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
+            images::list(&open_store(root)?, a.quiet, a.format)
+        }
+        Command::Image(ImageCommand::Inspect { images: names }) => {
+            images::inspect(&open_store(root)?, &names)
+        }
+        Command::Image(ImageCommand::Prune { force: _ }) => images::prune(&open_store(root)?),
+        Command::Rmi {
+            force,
+            images: names,
+        }
+        | Command::Image(ImageCommand::Rm {
+            force,
+            images: names,
+        }) => images::remove(&open_store(root)?, &names, force),
+        Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
+            images::tag(&open_store(root)?, &source, &target)
+        }
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            registry,
+        } => images::login(&registry, username, password, password_stdin),
+        Command::Logout { registry } => images::logout(&registry),
+    }
+}
