@@ -522,3 +522,32 @@ impl<R: Read> Read for Tee<'_, R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_schema2_documents_parse() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":1,
+              "digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+            "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":2,
+              "digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}]}"#;
+        let m = parse_manifest(m).expect("docker manifest");
+        assert_eq!(
+            m.layers()[0].media_type().to_string(),
+            crate::compression::MEDIA_TYPE_DOCKER_LAYER_GZIP
+        );
+        let l = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":1,
+              "digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+              "platform":{"architecture":"amd64","os":"linux"}}]}"#;
+        parse_index(l).expect("docker list");
+        let c = br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=b"]},"container_config":{},
+            "docker_version":"20.10","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        parse_config(c).expect("docker config");
+        assert!(parse_manifest(b"{}").is_err());
+        assert!(parse_manifest(br#"{"schemaVersion":1,"config":{},"layers":[]}"#).is_err());
+    }
+}
