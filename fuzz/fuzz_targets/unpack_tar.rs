@@ -21,12 +21,23 @@ fuzz_target!(|data: &[u8]| {
     if fs::create_dir_all(&dest).is_err() {
         return;
     }
-    let opts = UnpackOptions { rootless: true, ignore_ownership: true };
+    let opts = UnpackOptions {
+        rootless: true,
+        ignore_ownership: true,
+    };
     let _ = unpack(data, &dest, &opts);
     let outside: Vec<_> = fs::read_dir(&sb)
         .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert_eq!(outside, vec![std::ffi::OsString::from("root")], "unpack wrote outside its root");
-    let _ = std::process::Command::new("chmod").arg("-R").arg("u+rwx").arg(&sb).output();
+    assert_eq!(
+        outside,
+        vec![std::ffi::OsString::from("root")],
+        "unpack wrote outside its root"
+    );
+    let _ = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("u+rwx")
+        .arg(&sb)
+        .output();
     let _ = fs::remove_dir_all(&sb);
 });
