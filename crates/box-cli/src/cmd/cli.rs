@@ -29,6 +29,26 @@ pub enum Format {
     Json,
 }
 
+/// Archive formats of `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveFormat {
+    /// docker save's format (manifest.json + layer tars).
+    DockerArchive,
+    /// An OCI image layout in a tar.
+    OciArchive,
+}
+
+/// How the `host` image is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostMode {
+    /// Busybox when the host has one, host binaries otherwise.
+    Auto,
+    /// The host's busybox and its applet links.
+    Busybox,
+    /// Host programs (sh, bash, coreutils, …) and every shared library they need.
+    Binaries,
+}
+
 /// Registry connection flags shared by pull and push.
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
@@ -84,6 +104,34 @@ pub enum Command {
         /// Images.
         #[arg(required = true)]
         images: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI-layout tar.
+    Load {
+        /// Read from this file instead of stdin.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Save images to a tar.
+    Save {
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Archive format.
+        #[arg(long, value_enum, default_value_t = ArchiveFormat::DockerArchive)]
+        format: ArchiveFormat,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Make an image from a root filesystem tarball (.tar, .tar.gz, .tar.zst, .tar.xz).
+    Import {
+        /// The tarball ("-" for stdin).
+        file: PathBuf,
+        /// Name of the new image.
+        name: String,
     },
     /// Remember credentials for a registry.
     Login {
@@ -150,5 +198,11 @@ pub enum ImageCommand {
         source: String,
         /// New name.
         target: String,
+    },
+    /// (Re)make the offline `host` image from this machine's busybox or binaries.
+    Host {
+        /// What to build it from.
+        #[arg(long, value_enum, default_value_t = HostMode::Auto)]
+        mode: HostMode,
     },
 }

@@ -11,7 +11,7 @@ use box_image::registry::{
 };
 use serde_json::{json, Value};
 
-use super::cli::Format;
+use super::cli::{ArchiveFormat, Format, HostMode};
 use super::progress::LayerProgress;
 
 fn client(tls_verify: bool, credentials: Option<Credentials>) -> Result<BlockingRegistryClient> {
@@ -22,7 +22,7 @@ fn client(tls_verify: bool, credentials: Option<Credentials>) -> Result<Blocking
     })?)
 }
 
-/// `box pull`.
+/// `box pull`. `host` is not in any registry: it is made here, offline, on first use.
 pub fn pull(
     store: &ImageStore,
     image: &str,
@@ -31,6 +31,9 @@ pub fn pull(
     tls_verify: bool,
 ) -> Result<()> {
     let reference = Reference::parse(image)?;
+    if reference.familiar() == "host:latest" || reference.familiar() == "host" {
+        return host(store, HostMode::Auto);
+    }
     let platform = match platform {
         Some(p) => p.parse::<Platform>()?,
         None => Platform::host(),
@@ -233,6 +236,99 @@ pub fn remove(store: &ImageStore, names: &[String], force: bool) -> Result<()> {
 /// `box tag`.
 pub fn tag(store: &ImageStore, source: &str, target: &str) -> Result<()> {
     store.tag(source, target)?;
+    Ok(())
+}
+
+/// `box load`.
+pub fn load(store: &ImageStore, input: Option<&std::path::Path>, quiet: bool) -> Result<()> {
+    let records = match input {
+        Some(p) => box_image::archive::load(
+            std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            ),
+            store,
+        )?,
+        None => box_image::archive::load(std::io::stdin(), store)?,
+    };
+    for r in &records {
+        if !quiet {
+            for n in &r.names {
+                let shown = Reference::parse(n).map_or_else(|_| n.clone(), |r| r.familiar());
+                println!("Loaded image: {shown}");
+            }
+        }
+        if r.names.is_empty() || quiet {
+            println!("Loaded image ID: {}", r.id);
+        }
+    }
+    Ok(())
+}
+
+/// `box save`.
+pub fn save(
+    store: &ImageStore,
+    names: &[String],
+    format: ArchiveFormat,
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    let format = match format {
+        ArchiveFormat::DockerArchive => box_image::archive::SaveFormat::DockerArchive,
+        ArchiveFormat::OciArchive => box_image::archive::SaveFormat::OciLayout,
+    };
+    match output {
+        Some(path) => {
+            // Written beside the target and renamed: a failed save leaves no partial archive.
+            let tmp = path.with_extension("box-partial");
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let result =
+                box_image::archive::save(store, names, format, std::io::BufWriter::new(file))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|mut w| w.flush().map_err(anyhow::Error::from));
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+            }
+            let mut w = box_image::archive::save(store, names, format, stdout.lock())?;
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// `box import`.
+pub fn import(store: &ImageStore, file: &std::path::Path, name: &str) -> Result<()> {
+    let record = if file == std::path::Path::new("-") {
+        box_image::archive::import_rootfs(std::io::stdin(), name, store)?
+    } else {
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        box_image::archive::import_rootfs(f, name, store)?
+    };
+    println!("{}", record.id);
+    Ok(())
+}
+
+/// `box image host`: makes the offline `host` image.
+pub fn host(store: &ImageStore, mode: HostMode) -> Result<()> {
+    let opts = box_image::host::HostImageOptions {
+        mode: match mode {
+            HostMode::Auto => box_image::host::HostImageMode::Auto,
+            HostMode::Busybox => box_image::host::HostImageMode::Busybox,
+            HostMode::Binaries => box_image::host::HostImageMode::Binaries,
+        },
+        ..Default::default()
+    };
+    let record = box_image::host::build_host_image(store, &opts)?;
+    println!("{}", record.id);
     Ok(())
 }
 

@@ -110,5 +110,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             registry,
         } => images::login(&registry, username, password, password_stdin),
         Command::Logout { registry } => images::logout(&registry),
+        Command::Load { input, quiet } => images::load(&open_store(root)?, input.as_deref(), quiet),
+        Command::Save {
+            output,
+            format,
+            images: names,
+        } => images::save(&open_store(root)?, &names, format, output.as_deref()),
+        Command::Import { file, name } => images::import(&open_store(root)?, &file, &name),
+        Command::Image(ImageCommand::Host { mode }) => images::host(&open_store(root)?, mode),
     }
 }
