@@ -239,3 +239,107 @@ fn unknown_images_and_bad_references_fail_clearly() {
         .unwrap_or(0);
     assert_eq!(ingest, 0, "no partial blobs");
 }
+
+/// `box` as the unprivileged test user, with its own HOME and data dir.
+fn boxc_as_user(user: &TestUser, bin: &Path, home: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            &user.uid.to_string(),
+            "--regid",
+            &user.gid.to_string(),
+        ])
+        .arg("--init-groups")
+        .arg("env")
+        .arg("-i")
+        .arg(format!("HOME={}", home.display()))
+        .arg(format!("USER={}", user.name))
+        .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run box as the test user")
+}
+
+#[test]
+fn rootless_import_and_pull_shift_ownership_into_the_subuid_range() {
+    if !require_root("rootless_import_and_pull_shift_ownership_into_the_subuid_range") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let user = test_user();
+    let reg = Registry::start();
+    let t = TempDir::new("imgcli-rootless");
+    // The user's copy of the binary, home and data live in a dir the user owns.
+    let home = t.path.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let bin = t.path.join("box");
+    std::fs::copy(box_bin(), &bin).expect("copy box");
+    // A rootfs tarball with a file owned by uid 1000 inside the image.
+    let rootfs = t.path.join("rootfs");
+    make_busybox_rootfs(&rootfs);
+    std::fs::create_dir_all(rootfs.join("home/u")).expect("mkdir");
+    std::fs::write(rootfs.join("home/u/f"), "mine\n").expect("write");
+    std::os::unix::fs::chown(rootfs.join("home/u/f"), Some(1000), Some(1000)).expect("chown");
+    let tarball = t.path.join("rootfs.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["--numeric-owner", "-cf"])
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .expect("tar")
+        .success());
+    let st = Command::new("chown")
+        .args(["-R", &format!("{}:{}", user.uid, user.gid)])
+        .arg(&t.path)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    let name = format!("{}/box/rootless:v1", reg.addr);
+    let out = boxc_as_user(
+        &user,
+        &bin,
+        &home,
+        &["import", tarball.to_str().expect("utf8"), &name],
+    );
+    ok(&out);
+    let data = home.join(".local/share/box");
+    let owner_of = |rel: &str| {
+        std::fs::read_dir(data.join("layers"))
+            .expect("layers")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join(rel))
+            .find(|p| p.exists())
+            .map(|p| std::fs::metadata(p).expect("stat").uid())
+    };
+    assert_eq!(
+        owner_of("home/u/f"),
+        Some(user.subuid_start + 999),
+        "uid 1000 shifted"
+    );
+    assert_eq!(
+        owner_of("bin/busybox"),
+        Some(user.uid),
+        "root in the image is the user"
+    );
+    // Push it, drop it, pull it back: still shifted, still the same image.
+    ok(&boxc_as_user(
+        &user,
+        &bin,
+        &home,
+        &["push", "--tls-verify=false", &name],
+    ));
+    ok(&boxc_as_user(&user, &bin, &home, &["rmi", &name]));
+    ok(&boxc_as_user(&user, &bin, &home, &["image", "prune"]));
+    assert_eq!(owner_of("home/u/f"), None, "prune removed the layer");
+    ok(&boxc_as_user(
+        &user,
+        &bin,
+        &home,
+        &["pull", "--tls-verify=false", "-q", &name],
+    ));
+    assert_eq!(owner_of("home/u/f"), Some(user.subuid_start + 999));
+}

@@ -94,6 +94,19 @@ pub fn running_rootless() -> bool {
     !nix::unistd::geteuid().is_root() || in_user_namespace()
 }
 
+/// The first subordinate id range of the user `name` (uid `id`) in an /etc/subuid-style file:
+/// lines `user:start:count`, where `user` is a name or a numeric id.
+pub fn subordinate_range(file: &str, name: &str, id: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        (who == name || who.parse::<u32>() == Ok(id))
+            .then(|| Some((start.parse().ok()?, count.parse().ok()?)))
+            .flatten()
+    })
+}
+
 /// Maps an id inside the namespace to the host id, `None` when it is not mapped.
 pub fn to_host(maps: &[LinuxIdMapping], inside: u32) -> Option<u32> {
     maps.iter().find_map(|m| {
@@ -114,6 +127,20 @@ mod tests {
             .size(s)
             .build()
             .expect("mapping")
+    }
+
+    #[test]
+    fn subordinate_ranges_are_found_by_name_or_id() {
+        let path = std::env::temp_dir().join(format!("box-subuid-{}", std::process::id()));
+        std::fs::write(&path, "alice:100000:65536\n1001:200000:1000\nbad line\n").expect("write");
+        let file = path.to_str().expect("utf8");
+        assert_eq!(
+            subordinate_range(file, "alice", 1000),
+            Some((100000, 65536))
+        );
+        assert_eq!(subordinate_range(file, "bob", 1001), Some((200000, 1000)));
+        assert_eq!(subordinate_range(file, "carol", 1002), None);
+        std::fs::remove_file(&path).expect("cleanup");
     }
 
     #[test]

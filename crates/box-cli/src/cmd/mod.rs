@@ -4,6 +4,7 @@
 pub mod cli;
 mod images;
 mod progress;
+mod userns;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +55,10 @@ pub fn data_dir(explicit: Option<PathBuf>) -> PathBuf {
     }
 }
 
+/// Opens the store; rootless, first moves into the user namespace with the user's subordinate
+/// ids (every command touches the store before it starts any thread).
 fn open_store(root: Option<PathBuf>) -> Result<ImageStore> {
+    userns::enter_if_rootless()?;
     let dir = data_dir(root);
     ImageStore::open(&dir, box_runtime::idmap::running_rootless())
         .with_context(|| format!("cannot open Box's store in {}", dir.display()))
