@@ -102,6 +102,6 @@ pub fn whiteout(root: &Path, rel: &str) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: c is a NUL-terminated path.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o000, 0) };
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
     assert_eq!(rc, 0, "mknod whiteout {}", p.display());
 }
