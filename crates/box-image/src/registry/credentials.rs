@@ -81,12 +81,13 @@ impl Credentials {
     }
 
     /// Box's credentials file: `$BOX_AUTH_FILE`, else `/etc/box/auth.json` as root, else
-    /// `$XDG_CONFIG_HOME/box/auth.json` (default `~/.config/box/auth.json`).
+    /// `$XDG_CONFIG_HOME/box/auth.json` (default `~/.config/box/auth.json`) — also for uid 0 of
+    /// a user namespace (rootless `box` runs there), which is the user, not root.
     pub fn default_path() -> PathBuf {
         if let Some(p) = std::env::var_os("BOX_AUTH_FILE") {
             return PathBuf::from(p);
         }
-        if nix::unistd::geteuid().is_root() {
+        if !box_runtime::idmap::running_rootless() {
             return PathBuf::from("/etc/box/auth.json");
         }
         config_home().join("box").join("auth.json")
