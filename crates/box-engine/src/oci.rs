@@ -746,7 +746,7 @@ mod tests {
         let root = etc_root("link");
         fs::remove_file(root.join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("etc/passwd")).unwrap();
-        assert!(resolve_user("root", &[root.clone()]).is_err());
+        assert!(resolve_user("root", std::slice::from_ref(&root)).is_err());
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -805,7 +805,15 @@ mod tests {
         s.mounts
             .push(crate::spec::parse_tmpfs("/scratch:size=1m").unwrap());
         s.security_opt = v(&["no-new-privileges"]);
-        let spec = build_spec(&s, Some(&img), &root, &[root.clone()], &paths, &id).unwrap();
+        let spec = build_spec(
+            &s,
+            Some(&img),
+            &root,
+            std::slice::from_ref(&root),
+            &paths,
+            &id,
+        )
+        .unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(
             p.args().as_ref().unwrap(),
@@ -851,7 +859,15 @@ mod tests {
         // Privileged: all caps, no seccomp, no masked paths; cgroup parent honoured.
         s.privileged = true;
         s.cgroup_parent = Some("ci/job".into());
-        let spec = build_spec(&s, Some(&img), &root, &[root.clone()], &paths, &id).unwrap();
+        let spec = build_spec(
+            &s,
+            Some(&img),
+            &root,
+            std::slice::from_ref(&root),
+            &paths,
+            &id,
+        )
+        .unwrap();
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.seccomp().is_none());
         assert!(linux.masked_paths().as_ref().is_none_or(|m| m.is_empty()));
@@ -880,15 +896,15 @@ mod tests {
         let paths = Paths::with_data_dir("/nonexistent-data");
         let id = "ab".repeat(32);
         let mut s = BoxSpec::new("img", &[]);
-        let e = build_spec(&s, None, &root, &[root.clone()], &paths, &id).unwrap_err();
+        let e = build_spec(&s, None, &root, std::slice::from_ref(&root), &paths, &id).unwrap_err();
         assert!(e.to_string().contains("no command"), "{e}");
         s.cmd = Some(v(&["true"]));
         s.mounts
             .push(crate::spec::parse_volume("/definitely/not/here:/x").unwrap());
-        let e = build_spec(&s, None, &root, &[root.clone()], &paths, &id).unwrap_err();
+        let e = build_spec(&s, None, &root, std::slice::from_ref(&root), &paths, &id).unwrap_err();
         assert!(e.to_string().contains("/definitely/not/here"), "{e}");
         s.mounts = vec![crate::spec::parse_volume("data:/x").unwrap()];
-        let e = build_spec(&s, None, &root, &[root.clone()], &paths, &id).unwrap_err();
+        let e = build_spec(&s, None, &root, std::slice::from_ref(&root), &paths, &id).unwrap_err();
         assert!(e.to_string().contains("box volume"), "{e}");
         fs::remove_dir_all(root).unwrap();
     }
