@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pull + unpack throughput: a ~200 MB, 5-layer image (half incompressible, half compressible data,
 # ~120 MB gzip) from a local docker-registry on 127.0.0.1, in one hyperfine run:
-#   box      crates/box-image/examples/pull (registry client + streaming parallel unpack)
+#   box      `box pull` (registry client + streaming parallel unpack)
 #   podman   podman pull --tls-verify=false into a private --root
 #   skopeo   skopeo copy to an OCI layout + umoci unpack
 #   floor    gzip -dc | tar -x of the same layer blobs, one after another
@@ -22,10 +22,10 @@ BENCH_DIR="${BENCH_DIR:-/var/tmp/box-bench-pull}"
 for tool in hyperfine docker-registry skopeo umoci podman jq python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-deps.sh" >&2; exit 1; }
 done
-if [ -z "${BOX_PULL:-}" ]; then
+if [ -z "${BOX_BIN:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-    (cd "$HERE/.." && cargo build --release -p box-image --example pull >&2)
-    BOX_PULL="$CARGO_TARGET_DIR/release/examples/pull"
+    (cd "$HERE/.." && cargo build --release -p box-cli --bin box >&2)
+    BOX_BIN="$CARGO_TARGET_DIR/release/box"
 fi
 
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"/{layers,results}
@@ -88,7 +88,7 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$D/oci:big" "docker://$REF"
 
 FLOOR="for h in \$(cat $D/layers.txt); do mkdir -p $D/floor/\$h; gzip -dc $D/oci/blobs/sha256/\$h | tar -x -C $D/floor/\$h; done"
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$D/results/pull.json" \
-    -n box --prepare "rm -rf $D/box" "$BOX_PULL $REF $D/box" \
+    -n box --prepare "rm -rf $D/box" "$BOX_BIN --root $D/box pull -q --tls-verify=false $REF" \
     -n podman --prepare "rm -rf $D/podman $D/podrun" \
         "podman --root $D/podman --runroot $D/podrun --storage-driver overlay pull -q --tls-verify=false $REF" \
     -n skopeo+umoci --prepare "rm -rf $D/sk $D/bundle" \

@@ -41,6 +41,11 @@ pub const SYNC_FD_ENV: &str = "BOX_SUPERVISOR_SYNC_FD";
 pub const DATA_DIR_ENV: &str = "BOX_SUPERVISOR_DATA_DIR";
 /// See [`DATA_DIR_ENV`].
 pub const RUN_DIR_ENV: &str = "BOX_SUPERVISOR_RUN_DIR";
+/// Set by [`spawn_attached`]: the supervisor says "listening" once its attach socket exists and
+/// starts the box only after a first client has said hello, so no output is missed.
+pub const ATTACH_FIRST_ENV: &str = "BOX_SUPERVISOR_ATTACH_FIRST";
+/// How long an attach-first supervisor waits for its client.
+const ATTACH_FIRST_WAIT: Duration = Duration::from_secs(30);
 /// The hidden subcommand of the `box` binary that runs [`run`].
 pub const SUBCOMMAND: &str = "__supervise";
 /// A client further behind than this many bytes of output is disconnected.
@@ -70,7 +75,47 @@ pub fn spawn(box_bin: &Path, paths: &Paths, id: &str) -> Result<i32> {
 /// the environment ([`SYNC_FD_ENV`], [`DATA_DIR_ENV`], [`RUN_DIR_ENV`]), /dev/null stdio, and
 /// the detaching (the command runs as a grandchild in a new session, so it is reparented away
 /// from the caller at once and survives it).
-pub fn spawn_command(mut cmd: Command, paths: &Paths, id: &str) -> Result<i32> {
+pub fn spawn_command(cmd: Command, paths: &Paths, id: &str) -> Result<i32> {
+    spawn_inner(cmd, paths, id, None).map(|(pid, _)| pid)
+}
+
+/// Like [`spawn`], but the box starts only once this caller is attached (with `hello`, see
+/// the module docs): returns the supervisor's pid and the attach stream, which then carries
+/// everything the box writes, from its first byte to its exit code.
+pub fn spawn_attached(
+    box_bin: &Path,
+    paths: &Paths,
+    id: &str,
+    hello: u8,
+) -> Result<(i32, UnixStream)> {
+    let mut cmd = Command::new(box_bin);
+    cmd.arg(SUBCOMMAND).arg(id);
+    spawn_command_attached(cmd, paths, id, hello)
+}
+
+/// [`spawn_attached`] with the command given (tests run themselves as the supervisor).
+pub fn spawn_command_attached(
+    cmd: Command,
+    paths: &Paths,
+    id: &str,
+    hello: u8,
+) -> Result<(i32, UnixStream)> {
+    let (pid, stream) = spawn_inner(cmd, paths, id, Some(hello))?;
+    let stream = stream.ok_or_else(|| {
+        EngineError::WrongState(format!("the supervisor of box {id} never listened"))
+    })?;
+    Ok((pid, stream))
+}
+
+fn spawn_inner(
+    mut cmd: Command,
+    paths: &Paths,
+    id: &str,
+    attach: Option<u8>,
+) -> Result<(i32, Option<UnixStream>)> {
+    if attach.is_some() {
+        cmd.env(ATTACH_FIRST_ENV, "1");
+    }
     let (read_end, write_end) = pipe()?;
     let wfd = write_end.as_raw_fd();
     cmd.env(SYNC_FD_ENV, wfd.to_string())
@@ -102,15 +147,24 @@ pub fn spawn_command(mut cmd: Command, paths: &Paths, id: &str) -> Result<i32> {
         .ctx(|| format!("cannot start the supervisor of box {id}"))?;
     drop(write_end);
     let _ = child.wait(); // the intermediate, gone at once
-    let mut text = String::new();
-    let mut f = std::fs::File::from(read_end);
-    f.read_to_string(&mut text)
-        .ctx(|| format!("cannot read from the supervisor of box {id}"))?;
-    let line = text.lines().next().unwrap_or("");
+    let mut lines = std::io::BufReader::new(std::fs::File::from(read_end));
+    let mut next_line = || -> Result<String> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line)
+            .ctx(|| format!("cannot read from the supervisor of box {id}"))?;
+        Ok(line.trim_end().to_string())
+    };
+    let mut line = next_line()?;
+    let mut stream = None;
+    if let (Some(hello), "listening") = (attach, line.as_str()) {
+        stream = Some(connect_attach(paths, id, hello)?);
+        line = next_line()?;
+    }
     if let Some(pid) = line.strip_prefix("started ") {
-        return pid.trim().parse().map_err(|_| {
+        let pid = pid.trim().parse().map_err(|_| {
             EngineError::WrongState(format!("the supervisor of box {id} said {line:?}"))
-        });
+        })?;
+        return Ok((pid, stream));
     }
     if let Some(why) = line.strip_prefix("failed ") {
         return Err(EngineError::WrongState(format!(
@@ -165,7 +219,9 @@ pub fn wait_exit(paths: &Paths, id: &str) -> Result<i32> {
 /// good, then exits 0 (1 when it could not do its job; the reason is in the box's record).
 pub fn run(paths: &Paths, id: &str) -> ! {
     let mut sync = take_sync_fd();
-    let code = match supervise(paths, id, &mut sync) {
+    let attach_first = std::env::var_os(ATTACH_FIRST_ENV).is_some();
+    std::env::remove_var(ATTACH_FIRST_ENV);
+    let code = match supervise(paths, id, &mut sync, attach_first) {
         Ok(()) => 0,
         Err(e) => {
             let why = e.to_string().replace('\n', " ");
@@ -215,7 +271,12 @@ fn sys(what: &str, rc: libc::c_int) -> Result<()> {
 }
 
 /// Everything after the spawn handshake: the life of the box, restarts included.
-fn supervise(paths: &Paths, id: &str, sync: &mut Option<std::fs::File>) -> Result<()> {
+fn supervise(
+    paths: &Paths,
+    id: &str,
+    sync: &mut Option<std::fs::File>,
+    attach_first: bool,
+) -> Result<()> {
     let db = BoxDb::open(&paths.db_path())?;
     let rec = db
         .get(id)?
@@ -272,6 +333,12 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Option<std::fs::File>) -> Resul
         .map_err(|e| EngineError::io("cannot open the box's log".to_string(), e))?;
     let runtime = Runtime::new(paths.runtime_root())?;
     let mut hub = Hub::new(listener);
+    if attach_first {
+        if let Some(s) = sync.as_mut() {
+            let _ = writeln!(s, "listening");
+        }
+        hub.wait_first_client(ATTACH_FIRST_WAIT)?;
+    }
     let mut backoff = BACKOFF_START;
     let mut final_code;
     loop {
@@ -604,24 +671,53 @@ impl Hub {
             Err(_) => return Err(false),
         };
         if c.hello.is_none() {
-            let h = buf[0];
-            c.hello = Some(h);
-            match h {
-                b'w' | b'o' if self.holder.is_none() => self.holder = Some(i),
-                b'W' | b'O' => {
-                    if let Some(old) = self.holder {
-                        if old != i {
-                            let _ = self.clients[old].sock.shutdown(std::net::Shutdown::Both);
-                        }
-                    }
-                    self.holder = Some(i);
-                }
-                _ => {}
-            }
+            self.set_hello(i, buf[0]);
             buf.copy_within(1..n, 0);
             return Ok(if self.holder == Some(i) { n - 1 } else { 0 });
         }
         Ok(if self.holder == Some(i) { n } else { 0 })
+    }
+
+    /// Records client `i`'s hello: `w`/`o` take stdin when it is free, `W`/`O` take it over.
+    fn set_hello(&mut self, i: usize, h: u8) {
+        self.clients[i].hello = Some(h);
+        match h {
+            b'w' | b'o' if self.holder.is_none() => self.holder = Some(i),
+            b'W' | b'O' => {
+                if let Some(old) = self.holder {
+                    if old != i {
+                        let _ = self.clients[old].sock.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                self.holder = Some(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for the first client and reads only its hello byte (whatever follows is stdin,
+    /// left in the socket for the pump).
+    fn wait_first_client(&mut self, limit: Duration) -> Result<()> {
+        let end = Instant::now() + limit;
+        while self.clients.is_empty() {
+            if Instant::now() > end {
+                return Err(EngineError::WrongState(
+                    "nobody attached to the box in time".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            self.accept();
+        }
+        let sock = &mut self.clients[0].sock;
+        let _ = sock.set_nonblocking(false);
+        let _ = sock.set_read_timeout(Some(end.saturating_duration_since(Instant::now())));
+        let mut hello = [0u8; 1];
+        let got = sock.read_exact(&mut hello);
+        let _ = sock.set_read_timeout(None);
+        let _ = sock.set_nonblocking(true);
+        got.ctx(|| "the attached client sent no hello".into())?;
+        self.set_hello(0, hello[0]);
+        Ok(())
     }
 
     /// Keeps accepting (and dropping input of) clients for `d`: the back-off between restarts.

@@ -57,9 +57,238 @@ pub struct RegistryArgs {
     pub tls_verify: bool,
 }
 
+/// What a box is made of: docker's `run`/`create` flags.
+#[derive(Debug, Args)]
+pub struct BoxOptions {
+    /// Name of the box (default: a generated one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable KEY=VALUE, repeatable.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Read KEY=VALUE lines from a file.
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory in the box.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// User (name or uid[:gid]).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Bind mount SRC:DST[:ro], repeatable.
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<String>,
+    /// Tmpfs mount DST[:OPTIONS], repeatable.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Memory limit (e.g. 100m).
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Add a capability, repeatable (ALL for all).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability, repeatable (ALL for all).
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// All capabilities, no seccomp, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// seccomp=unconfined|PROFILE.json, no-new-privileges.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Hostname in the box.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Run an init (reaps zombies, forwards signals) as PID 1.
+    #[arg(long)]
+    pub init: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Cgroup to nest the box's cgroup under (relative to the caller's own).
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+    /// Run this directory as the root filesystem instead of an image.
+    #[arg(long)]
+    pub rootfs: Option<PathBuf>,
+    /// Remove the box when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open (attach it in the foreground).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Give the box a terminal.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Image (or, with --rootfs, the command).
+    pub image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and start a box (in the foreground unless -d).
+    Run {
+        /// Run in the background and print the box's id.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// What to run.
+        #[command(flatten)]
+        opts: BoxOptions,
+    },
+    /// Run a command in a running box.
+    Exec {
+        /// Keep stdin open.
+        #[arg(long, short = 'i')]
+        interactive: bool,
+        /// Give the command a terminal.
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Run in the background.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Environment variable KEY=VALUE, repeatable.
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Working directory.
+        #[arg(long, short = 'w')]
+        workdir: Option<String>,
+        /// uid[:gid].
+        #[arg(long, short = 'u')]
+        user: Option<String>,
+        /// The box.
+        r#box: String,
+        /// Command and arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Create a box without starting it.
+    Create {
+        /// What to run.
+        #[command(flatten)]
+        opts: BoxOptions,
+    },
+    /// Start created or exited boxes.
+    Start {
+        /// Attach to the box's output and wait for it.
+        #[arg(long, short = 'a')]
+        attach: bool,
+        /// Boxes.
+        #[arg(required = true)]
+        boxes: Vec<String>,
+    },
+    /// Stop boxes: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+        /// Boxes.
+        #[arg(required = true)]
+        boxes: Vec<String>,
+    },
+    /// Send a signal to every process of boxes.
+    Kill {
+        /// Signal (name or number).
+        #[arg(long, short = 's', default_value = "KILL")]
+        signal: String,
+        /// Boxes.
+        #[arg(required = true)]
+        boxes: Vec<String>,
+    },
+    /// Remove boxes.
+    Rm {
+        /// Kill running boxes first.
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// Boxes.
+        #[arg(required = true)]
+        boxes: Vec<String>,
+    },
+    /// List boxes.
+    Ps {
+        /// All boxes, not only running ones.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Only ids.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show a box's output.
+    Logs {
+        /// Keep following until the box ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Only since this time (RFC 3339, unix time, or a duration like 10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Prefix lines with their time.
+        #[arg(long, short = 't')]
+        timestamps: bool,
+        /// The box.
+        r#box: String,
+    },
+    /// Show boxes (or images) as JSON.
+    Inspect {
+        /// Boxes or images.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Wait for boxes to end and print their exit codes.
+    Wait {
+        /// Boxes.
+        #[arg(required = true)]
+        boxes: Vec<String>,
+    },
+    /// Write a box's filesystem as a tar.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// The box.
+        r#box: String,
+    },
+    /// Show what changed in a box's filesystem (A added, C changed, D deleted).
+    Diff {
+        /// The box.
+        r#box: String,
+    },
+    /// Give a box another name.
+    Rename {
+        /// The box.
+        r#box: String,
+        /// New name.
+        name: String,
+    },
+    /// (internal) The per-box supervisor.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The box id.
+        id: String,
+    },
     /// Download an image from a registry.
     Pull {
         /// os/arch[/variant] to pick from a multi-platform image (default: this machine's).

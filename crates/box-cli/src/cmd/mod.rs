@@ -1,6 +1,7 @@
 //! `box`: docker's verbs over box-image (and, with the engine, boxes). This module parses the
 //! command line, picks the data directory, and turns library errors into messages.
 
+mod boxes;
 pub mod cli;
 mod images;
 mod progress;
@@ -29,7 +30,8 @@ pub fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("box: {e:#}");
             ExitCode::from(1)
@@ -64,38 +66,99 @@ fn open_store(root: Option<PathBuf>) -> Result<ImageStore> {
         .with_context(|| format!("cannot open Box's store in {}", dir.display()))
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli) -> Result<i32> {
     let root = cli.root;
+    let done = |r: Result<()>| r.map(|()| 0);
     match cli.command {
+        Command::Supervise { id } => boxes::supervise(root, &id),
+        Command::Run { detach, opts } => boxes::run(&boxes::engine(root)?, opts, detach),
+        Command::Create { opts } => done(boxes::create(&boxes::engine(root)?, opts)),
+        Command::Exec {
+            interactive: _,
+            tty,
+            detach,
+            env,
+            workdir,
+            user,
+            r#box,
+            command,
+        } => boxes::exec(
+            &boxes::engine(root)?,
+            &r#box,
+            &command,
+            boxes::ExecFlags {
+                tty,
+                detach,
+                env,
+                workdir,
+                user,
+            },
+        ),
+        Command::Start { attach, boxes: b } => boxes::start(&boxes::engine(root)?, &b, attach),
+        Command::Stop { time, boxes: b } => done(boxes::stop(
+            &boxes::engine(root)?,
+            &b,
+            std::time::Duration::from_secs(time),
+        )),
+        Command::Kill { signal, boxes: b } => done(boxes::kill(&boxes::engine(root)?, &b, &signal)),
+        Command::Rm { force, boxes: b } => done(boxes::remove(&boxes::engine(root)?, &b, force)),
+        Command::Ps { all, quiet, format } => {
+            done(boxes::ps(&boxes::engine(root)?, all, quiet, format))
+        }
+        Command::Logs {
+            follow,
+            tail,
+            since,
+            timestamps,
+            r#box,
+        } => done(boxes::logs(
+            &boxes::engine(root)?,
+            &r#box,
+            follow,
+            tail,
+            since.as_deref(),
+            timestamps,
+        )),
+        Command::Inspect { names } => done(boxes::inspect(&boxes::engine(root)?, &names)),
+        Command::Wait { boxes: b } => boxes::wait(&boxes::engine(root)?, &b),
+        Command::Export { output, r#box } => done(boxes::export(
+            &boxes::engine(root)?,
+            &r#box,
+            output.as_deref(),
+        )),
+        Command::Diff { r#box } => done(boxes::diff(&boxes::engine(root)?, &r#box)),
+        Command::Rename { r#box, name } => {
+            done(boxes::rename(&boxes::engine(root)?, &r#box, &name))
+        }
         Command::Pull {
             platform,
             quiet,
             registry,
             image,
-        } => images::pull(
+        } => done(images::pull(
             &open_store(root)?,
             &image,
             platform.as_deref(),
             quiet,
             registry.tls_verify,
-        ),
+        )),
         Command::Push {
             registry,
             image,
             destination,
-        } => images::push(
+        } => done(images::push(
             &open_store(root)?,
             &image,
             destination.as_deref(),
             registry.tls_verify,
-        ),
+        )),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
-            images::list(&open_store(root)?, a.quiet, a.format)
+            done(images::list(&open_store(root)?, a.quiet, a.format))
         }
         Command::Image(ImageCommand::Inspect { images: names }) => {
-            images::inspect(&open_store(root)?, &names)
+            done(images::inspect(&open_store(root)?, &names))
         }
-        Command::Image(ImageCommand::Prune { force: _ }) => images::prune(&open_store(root)?),
+        Command::Image(ImageCommand::Prune { force: _ }) => done(images::prune(&open_store(root)?)),
         Command::Rmi {
             force,
             images: names,
@@ -103,24 +166,31 @@ fn dispatch(cli: Cli) -> Result<()> {
         | Command::Image(ImageCommand::Rm {
             force,
             images: names,
-        }) => images::remove(&open_store(root)?, &names, force),
+        }) => done(images::remove(&open_store(root)?, &names, force)),
         Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
-            images::tag(&open_store(root)?, &source, &target)
+            done(images::tag(&open_store(root)?, &source, &target))
         }
         Command::Login {
             username,
             password,
             password_stdin,
             registry,
-        } => images::login(&registry, username, password, password_stdin),
-        Command::Logout { registry } => images::logout(&registry),
-        Command::Load { input, quiet } => images::load(&open_store(root)?, input.as_deref(), quiet),
+        } => done(images::login(&registry, username, password, password_stdin)),
+        Command::Logout { registry } => done(images::logout(&registry)),
+        Command::Load { input, quiet } => {
+            done(images::load(&open_store(root)?, input.as_deref(), quiet))
+        }
         Command::Save {
             output,
             format,
             images: names,
-        } => images::save(&open_store(root)?, &names, format, output.as_deref()),
-        Command::Import { file, name } => images::import(&open_store(root)?, &file, &name),
-        Command::Image(ImageCommand::Host { mode }) => images::host(&open_store(root)?, mode),
+        } => done(images::save(
+            &open_store(root)?,
+            &names,
+            format,
+            output.as_deref(),
+        )),
+        Command::Import { file, name } => done(images::import(&open_store(root)?, &file, &name)),
+        Command::Image(ImageCommand::Host { mode }) => done(images::host(&open_store(root)?, mode)),
     }
 }

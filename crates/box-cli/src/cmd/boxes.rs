@@ -1,0 +1,544 @@
+//! Box commands: run, create, start, stop, kill, rm, ps, logs, inspect, wait, export, diff,
+//! rename, and the hidden `__supervise` the supervisor runs as.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use box_engine::db::{BoxRecord, BoxState};
+use box_engine::engine::Engine;
+use box_engine::paths::Paths;
+use box_engine::spec::{self, BoxSpec, RestartPolicy};
+use box_engine::supervisor;
+use serde_json::json;
+
+use super::cli::{BoxOptions, Format};
+
+/// The engine over `--root` (or the default places), after entering the rootless user namespace.
+pub fn engine(root: Option<PathBuf>) -> Result<Engine> {
+    super::userns::enter_if_rootless()?;
+    let paths = match root {
+        Some(d) => Paths::with_data_dir(d),
+        None => Paths::detect(),
+    };
+    Ok(Engine::open(paths)?)
+}
+
+fn box_bin() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the box binary to run the supervisor")
+}
+
+/// Turns the command line into a BoxSpec.
+fn box_spec(o: BoxOptions) -> Result<BoxSpec> {
+    let (image, command) = match &o.rootfs {
+        // `--rootfs DIR CMD…`: the first positional is the command.
+        Some(_) => (
+            String::new(),
+            [vec![o.image.clone()], o.command.clone()].concat(),
+        ),
+        None => (o.image.clone(), o.command.clone()),
+    };
+    let mut env = Vec::new();
+    for file in &o.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read env file {}", file.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    env.extend(o.env.iter().cloned());
+    let mut mounts = Vec::new();
+    for v in &o.volumes {
+        mounts.push(spec::parse_volume(v)?);
+    }
+    for t in &o.tmpfs {
+        mounts.push(spec::parse_tmpfs(t)?);
+    }
+    let restart: RestartPolicy = o
+        .restart
+        .parse()
+        .map_err(|e| anyhow!("--restart {}: {e}", o.restart))?;
+    let mut s = BoxSpec::new(image, &[]);
+    s.name = o.name;
+    s.cmd = (!command.is_empty()).then_some(command);
+    s.entrypoint = o.entrypoint.map(|e| vec![e]);
+    s.env = env;
+    s.workdir = o.workdir;
+    s.user = o.user;
+    s.hostname = o.hostname;
+    s.tty = o.tty;
+    s.stdin_open = o.interactive;
+    s.mounts = mounts;
+    s.read_only = o.read_only;
+    s.memory = o.memory.as_deref().map(spec::parse_size).transpose()?;
+    s.cpus = o.cpus.as_deref().map(spec::parse_cpus).transpose()?;
+    s.cpu_shares = o.cpu_shares;
+    s.pids_limit = o.pids_limit;
+    s.cap_add = o.cap_add;
+    s.cap_drop = o.cap_drop;
+    s.privileged = o.privileged;
+    s.security_opt = o.security_opt;
+    s.restart = restart;
+    s.auto_remove = o.rm;
+    s.init = o.init;
+    s.cgroup_parent = o.cgroup_parent;
+    s.rootfs = o.rootfs;
+    Ok(s)
+}
+
+/// `box create`.
+pub fn create(engine: &Engine, o: BoxOptions) -> Result<()> {
+    let rec = engine.create(box_spec(o)?)?;
+    println!("{}", rec.id);
+    Ok(())
+}
+
+/// `box run`: create, then start detached (print the id) or attached (stream the output and
+/// exit with the box's code).
+pub fn run(engine: &Engine, o: BoxOptions, detach: bool) -> Result<i32> {
+    let rec = engine.create(box_spec(o)?)?;
+    if detach {
+        if let Err(e) = supervisor::spawn(&box_bin()?, engine.paths(), &rec.id) {
+            let _ = engine.remove(&rec.id, true);
+            return Err(e.into());
+        }
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    start_attached(engine, &rec)
+}
+
+/// Starts `rec` with this process attached from the box's first byte; returns its exit code.
+fn start_attached(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
+    let hello = if rec.spec.stdin_open { b'o' } else { b'r' };
+    let (_, stream) = supervisor::spawn_attached(&box_bin()?, engine.paths(), &rec.id, hello)?;
+    let code = relay(stream, rec.spec.stdin_open, rec.spec.tty)?;
+    // Return once the box is recorded as ended (or removed, with --rm).
+    let _ = supervisor::wait_exit(engine.paths(), &rec.id);
+    Ok(code)
+}
+
+/// Copies the attach stream to our stdout/stderr (and our stdin to the box when asked) until
+/// the exit frame; returns the exit code.
+fn relay(stream: std::os::unix::net::UnixStream, stdin: bool, tty: bool) -> Result<i32> {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let saved = (tty && std::io::stdin().is_terminal())
+        .then(|| tcgetattr(std::io::stdin()).ok())
+        .flatten();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &raw);
+    }
+    if stdin {
+        let mut to_box = stream
+            .try_clone()
+            .context("cannot clone the attach stream")?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut input = std::io::stdin();
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || to_box.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to_box.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let mut reader = std::io::BufReader::new(stream);
+    let mut code = None;
+    let result = (|| -> Result<()> {
+        while let Some((kind, data)) = supervisor::read_frame(&mut reader)? {
+            match kind {
+                1 => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&data)?;
+                    out.flush()?;
+                }
+                2 => {
+                    let mut err = std::io::stderr().lock();
+                    err.write_all(&data)?;
+                    err.flush()?;
+                }
+                3 if data.len() == 4 => {
+                    code = Some(i32::from_be_bytes([data[0], data[1], data[2], data[3]]));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })();
+    if let Some(t) = &saved {
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, t);
+    }
+    result?;
+    code.ok_or_else(|| anyhow!("the box's supervisor went away before the box ended"))
+}
+
+/// `exec`'s flags.
+pub struct ExecFlags {
+    /// Terminal.
+    pub tty: bool,
+    /// Background.
+    pub detach: bool,
+    /// Extra environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// uid[:gid].
+    pub user: Option<String>,
+}
+
+/// `box exec`: a process in a running box, made from the box's own process (its env, user,
+/// capabilities), with the flags on top. Its stdio is this command's.
+pub fn exec(engine: &Engine, name: &str, command: &[String], f: ExecFlags) -> Result<i32> {
+    let rec = engine.get(name)?;
+    if rec.state != BoxState::Running {
+        bail!(
+            "box {} is not running (box start {} first)",
+            rec.name,
+            rec.name
+        );
+    }
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(engine.paths().config_path(&rec.id))
+            .with_context(|| format!("cannot read the config of box {}", rec.name))?,
+    )?;
+    let mut p = config["process"].clone();
+    p["args"] = json!(command);
+    p["terminal"] = json!(f.tty);
+    let mut env: Vec<String> = serde_json::from_value(p["env"].clone()).unwrap_or_default();
+    for e in &f.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    p["env"] = json!(env);
+    if let Some(w) = &f.workdir {
+        p["cwd"] = json!(w);
+    }
+    if let Some(u) = &f.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((a, b)) => (a.parse::<u32>()?, b.parse::<u32>()?),
+            None => (u.parse::<u32>().context("--user takes uid[:gid]")?, 0),
+        };
+        p["user"] = json!({"uid": uid, "gid": gid});
+    }
+    let process = serde_json::from_value(p).context("cannot build the exec process")?;
+    let opts = box_runtime::ExecOptions {
+        process,
+        console_socket: None,
+        pid_file: None,
+        detach: f.detach,
+        preserve_fds: 0,
+    };
+    Ok(match engine.runtime()?.exec(&rec.id, &opts)? {
+        box_runtime::RunOutcome::Detached => 0,
+        box_runtime::RunOutcome::Exited(code) => code,
+    })
+}
+
+/// `box start`.
+pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
+    let mut last = 0;
+    for name in boxes {
+        let rec = engine.get(name)?;
+        if rec.state == BoxState::Running {
+            bail!("box {} is already running", rec.name);
+        }
+        if attach {
+            last = start_attached(engine, &rec)?;
+        } else {
+            supervisor::spawn(&box_bin()?, engine.paths(), &rec.id)?;
+            println!("{}", rec.name);
+        }
+    }
+    Ok(last)
+}
+
+/// `box stop`: SIGTERM, then SIGKILL after `timeout`; never restarted by its policy.
+pub fn stop(engine: &Engine, boxes: &[String], timeout: Duration) -> Result<()> {
+    for name in boxes {
+        let rec = engine.get(name)?;
+        if rec.state != BoxState::Running && rec.state != BoxState::Paused {
+            println!("{}", rec.name);
+            continue;
+        }
+        supervisor::request_stop(engine.paths(), &rec.id)?;
+        let rt = engine.runtime()?;
+        let _ = rt.kill(&rec.id, nix::sys::signal::Signal::SIGTERM, false);
+        let deadline = Instant::now() + timeout;
+        while engine.get(&rec.id)?.state == BoxState::Running && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if engine.get(&rec.id)?.state == BoxState::Running {
+            let _ = rt.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true);
+        }
+        supervisor::wait_exit(engine.paths(), &rec.id)?;
+        println!("{}", rec.name);
+    }
+    Ok(())
+}
+
+/// `box kill`.
+pub fn kill(engine: &Engine, boxes: &[String], signal: &str) -> Result<()> {
+    let sig = box_runtime::signals::parse_signal(signal)?;
+    for name in boxes {
+        let rec = engine.get(name)?;
+        if rec.state != BoxState::Running {
+            bail!("box {} is not running", rec.name);
+        }
+        if sig == nix::sys::signal::Signal::SIGKILL || sig == nix::sys::signal::Signal::SIGTERM {
+            supervisor::request_stop(engine.paths(), &rec.id)?;
+        }
+        engine.runtime()?.kill(&rec.id, sig, true)?;
+        println!("{}", rec.name);
+    }
+    Ok(())
+}
+
+/// `box rm`.
+pub fn remove(engine: &Engine, boxes: &[String], force: bool) -> Result<()> {
+    for name in boxes {
+        let rec = engine.remove(name, force)?;
+        println!("{}", rec.name);
+    }
+    Ok(())
+}
+
+fn age(ms: i64) -> String {
+    let now = box_engine::db::now_ms();
+    let s = (now - ms).max(0) / 1000;
+    match s {
+        0..=59 => format!("{s} seconds ago"),
+        60..=3599 => format!("{} minutes ago", s / 60),
+        3600..=86_399 => format!("{} hours ago", s / 3600),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+fn status(r: &BoxRecord) -> String {
+    match r.state {
+        BoxState::Running => format!("Up since {}", age(r.started_at.unwrap_or(r.created))),
+        BoxState::Exited => format!(
+            "Exited ({}) {}",
+            r.exit_code.unwrap_or(-1),
+            age(r.finished_at.unwrap_or(r.created))
+        ),
+        other => other.as_str().to_string(),
+    }
+}
+
+fn record_json(r: &BoxRecord) -> serde_json::Value {
+    json!({
+        "Id": r.id,
+        "Name": r.name,
+        "Image": r.image_name,
+        "ImageId": r.image_id,
+        "Created": box_runtime::state::rfc3339((r.created / 1000) as u64, 0),
+        "State": {
+            "Status": r.state.as_str(),
+            "Running": r.state == BoxState::Running,
+            "Pid": r.pid.unwrap_or(0),
+            "ExitCode": r.exit_code,
+            "OOMKilled": r.oom_killed,
+            "StartedAt": r.started_at,
+            "FinishedAt": r.finished_at,
+            "Error": r.error,
+            "SupervisorPid": r.supervisor_pid,
+        },
+        "RestartCount": r.restart_count,
+        "Config": r.spec,
+    })
+}
+
+/// `box ps`.
+pub fn ps(engine: &Engine, all: bool, quiet: bool, format: Format) -> Result<()> {
+    let boxes = engine.list(all)?;
+    if quiet {
+        for b in &boxes {
+            println!("{}", b.short_id());
+        }
+        return Ok(());
+    }
+    if format == Format::Json {
+        let v: Vec<_> = boxes.iter().map(record_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "BOX ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "NAMES".into(),
+    ]];
+    for b in &boxes {
+        let cmd = b.spec.cmd.clone().unwrap_or_default().join(" ");
+        let cmd = if cmd.chars().count() > 20 {
+            format!("{}…", cmd.chars().take(19).collect::<String>())
+        } else {
+            cmd
+        };
+        rows.push([
+            b.short_id().to_string(),
+            b.image_name.clone(),
+            format!("{cmd:?}"),
+            age(b.created),
+            status(b),
+            b.name.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
+}
+
+/// `box logs`.
+pub fn logs(
+    engine: &Engine,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+    since: Option<&str>,
+    timestamps: bool,
+) -> Result<()> {
+    let rec = engine.get(name)?;
+    let since = since
+        .map(|s| {
+            box_engine::logs::parse_since(s, SystemTime::now())
+                .ok_or_else(|| anyhow!("--since {s}: not a time (RFC 3339, unix seconds, or 10m)"))
+        })
+        .transpose()?;
+    let query = box_engine::logs::LogQuery {
+        tail,
+        since,
+        timestamps,
+        follow,
+    };
+    let id = rec.id.clone();
+    let stopped = || {
+        engine
+            .get(&id)
+            .map(|r| r.state != BoxState::Running)
+            .unwrap_or(true)
+    };
+    box_engine::logs::read(
+        &engine.paths().log_path(&rec.id),
+        &query,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+        stopped,
+    )?;
+    Ok(())
+}
+
+/// `box inspect`: boxes first, then images.
+pub fn inspect(engine: &Engine, names: &[String]) -> Result<()> {
+    let mut out = Vec::new();
+    for n in names {
+        match engine.get(n) {
+            Ok(r) => out.push(record_json(&r)),
+            Err(box_err) => match engine.images().resolve(n) {
+                Ok(img) => out.push(json!({
+                    "Id": img.id.to_string(),
+                    "RepoTags": img.names,
+                    "Created": img.created,
+                    "Size": img.size,
+                    "Os": img.os,
+                    "Architecture": img.architecture,
+                })),
+                Err(_) => return Err(box_err.into()),
+            },
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `box wait`: prints each box's exit code; returns the last one.
+pub fn wait(engine: &Engine, boxes: &[String]) -> Result<i32> {
+    let mut last = 0;
+    for name in boxes {
+        let rec = engine.get(name)?;
+        last = supervisor::wait_exit(engine.paths(), &rec.id)?;
+        println!("{last}");
+    }
+    Ok(last)
+}
+
+/// `box export`.
+pub fn export(engine: &Engine, name: &str, output: Option<&std::path::Path>) -> Result<()> {
+    match output {
+        Some(path) => {
+            let tmp = path.with_extension("box-partial");
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let result = engine
+                .export(name, std::io::BufWriter::new(file))
+                .map_err(anyhow::Error::from)
+                .and_then(|mut w| w.flush().map_err(anyhow::Error::from));
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write a tar to a terminal: use -o FILE or redirect stdout");
+            }
+            let mut w = engine.export(name, std::io::stdout().lock())?;
+            w.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// `box diff`.
+pub fn diff(engine: &Engine, name: &str) -> Result<()> {
+    use box_image::snapshot::ChangeKind;
+    for c in engine.diff(name)? {
+        let k = match c.kind {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        };
+        println!("{k} {}", c.path.display());
+    }
+    Ok(())
+}
+
+/// `box rename`.
+pub fn rename(engine: &Engine, name: &str, new_name: &str) -> Result<()> {
+    engine.rename(name, new_name)?;
+    Ok(())
+}
+
+/// `box __supervise ID`: becomes the box's supervisor (never returns).
+pub fn supervise(root: Option<PathBuf>, id: &str) -> ! {
+    let paths = supervisor::paths_from_env().unwrap_or_else(|| match root {
+        Some(d) => Paths::with_data_dir(d),
+        None => Paths::detect(),
+    });
+    supervisor::run(&paths, id)
+}
