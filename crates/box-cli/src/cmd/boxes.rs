@@ -475,15 +475,13 @@ pub fn inspect(engine: &Engine, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `box wait`: prints each box's exit code; returns the last one.
-pub fn wait(engine: &Engine, boxes: &[String]) -> Result<i32> {
-    let mut last = 0;
+/// `box wait`: prints each box's exit code (and, like docker, succeeds itself).
+pub fn wait(engine: &Engine, boxes: &[String]) -> Result<()> {
     for name in boxes {
         let rec = engine.get(name)?;
-        last = supervisor::wait_exit(engine.paths(), &rec.id)?;
-        println!("{last}");
+        println!("{}", supervisor::wait_exit(engine.paths(), &rec.id)?);
     }
-    Ok(last)
+    Ok(())
 }
 
 /// `box export`.

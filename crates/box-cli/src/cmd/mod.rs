@@ -120,7 +120,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             timestamps,
         )),
         Command::Inspect { names } => done(boxes::inspect(&boxes::engine(root)?, &names)),
-        Command::Wait { boxes: b } => boxes::wait(&boxes::engine(root)?, &b),
+        Command::Wait { boxes: b } => done(boxes::wait(&boxes::engine(root)?, &b)),
         Command::Export { output, r#box } => done(boxes::export(
             &boxes::engine(root)?,
             &r#box,
