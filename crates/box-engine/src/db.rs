@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -253,12 +252,7 @@ impl BoxDb {
     /// Opens (creating and migrating) the database at `path` (WAL, busy timeout 10 s).
     pub fn open(path: &Path) -> Result<BoxDb> {
         let ctx = || format!("cannot open {}", path.display());
-        let conn = Connection::open(path).db_ctx(ctx)?;
-        conn.busy_timeout(Duration::from_secs(10)).db_ctx(ctx)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .db_ctx(ctx)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .db_ctx(ctx)?;
+        let conn = box_image::db::open_connection(path).db_ctx(ctx)?;
         let db = BoxDb {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

@@ -174,17 +174,44 @@ fn image_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     })
 }
 
+/// Opens Box's SQLite database (shared by the image store and the engine): WAL, a 10 s busy
+/// timeout, synchronous=NORMAL, foreign keys. Switching a fresh file to WAL can answer "busy"
+/// without waiting (another process is creating it at the same moment), so that step retries.
+pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mode: rusqlite::Result<String> =
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0));
+        let result = match mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => Ok(()),
+            Ok(_) => conn.pragma_update(None, "journal_mode", "WAL"),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
 impl ImageDb {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<ImageDb> {
         let ctx = || format!("cannot open {}", path.display());
-        let conn = Connection::open(path).db_ctx(ctx)?;
-        conn.busy_timeout(Duration::from_secs(10)).db_ctx(ctx)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .db_ctx(ctx)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .db_ctx(ctx)?;
-        conn.pragma_update(None, "foreign_keys", "ON").db_ctx(ctx)?;
+        let conn = open_connection(path).db_ctx(ctx)?;
         let db = ImageDb {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
