@@ -17,7 +17,7 @@ THREADS="${BOX_TEST_THREADS:-2}"
 
 [ "${1:-}" = "--" ] && shift
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads="$THREADS" "$@"
+cargo test --workspace --no-fail-fast -- --test-threads="$THREADS" "$@"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo fmt --all -- --check
 echo "test.sh: all checks passed"
