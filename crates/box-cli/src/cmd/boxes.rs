@@ -371,14 +371,9 @@ pub fn ps(engine: &Engine, all: bool, quiet: bool, format: Format) -> Result<()>
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut rows = vec![[
-        "BOX ID".to_string(),
-        "IMAGE".into(),
-        "COMMAND".into(),
-        "CREATED".into(),
-        "STATUS".into(),
-        "NAMES".into(),
-    ]];
+    let mut rows = vec![["BOX ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+        .map(String::from)
+        .to_vec()];
     for b in &boxes {
         let cmd = b.spec.cmd.clone().unwrap_or_default().join(" ");
         let cmd = if cmd.chars().count() > 20 {
@@ -386,7 +381,7 @@ pub fn ps(engine: &Engine, all: bool, quiet: bool, format: Format) -> Result<()>
         } else {
             cmd
         };
-        rows.push([
+        rows.push(vec![
             b.short_id().to_string(),
             b.image_name.clone(),
             format!("{cmd:?}"),
@@ -395,21 +390,7 @@ pub fn ps(engine: &Engine, all: bool, quiet: bool, format: Format) -> Result<()>
             b.name.clone(),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("   ").trim_end())?;
-    }
+    crate::table::print(&rows, 3)?;
     Ok(())
 }
 

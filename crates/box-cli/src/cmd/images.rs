@@ -121,13 +121,9 @@ pub fn list(store: &ImageStore, quiet: bool, format: Format) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut rows = vec![[
-        "REPOSITORY".to_string(),
-        "TAG".into(),
-        "IMAGE ID".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-    ]];
+    let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+        .map(String::from)
+        .to_vec()];
     for r in &images {
         let names = if r.names.is_empty() {
             vec![("<none>".to_string(), "<none>".to_string())]
@@ -135,7 +131,7 @@ pub fn list(store: &ImageStore, quiet: bool, format: Format) -> Result<()> {
             r.names.iter().map(|n| repo_and_tag(n)).collect()
         };
         for (repo, tag) in names {
-            rows.push([
+            rows.push(vec![
                 repo,
                 tag,
                 r.short_id().to_string(),
@@ -144,21 +140,7 @@ pub fn list(store: &ImageStore, quiet: bool, format: Format) -> Result<()> {
             ]);
         }
     }
-    let mut widths = [0usize; 5];
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
+    crate::table::print(&rows, 2)?;
     Ok(())
 }
 

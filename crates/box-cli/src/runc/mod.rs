@@ -272,20 +272,10 @@ fn list(rt: &Runtime, format: Format, quiet: bool) -> Result<()> {
         })
         .collect();
     let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", cells.join("   ").trim_end());
-    }
+    let table: Vec<Vec<String>> = std::iter::once(header.to_vec())
+        .chain(rows.into_iter().map(|r| r.to_vec()))
+        .collect();
+    crate::table::print(&table, 3)?;
     Ok(())
 }
 
