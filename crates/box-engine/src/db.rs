@@ -273,45 +273,16 @@ impl BoxDb {
 
     fn migrate(&self) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .db_ctx(|| "cannot start the engine schema migration".into())?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
-        )
-        .db_ctx(|| "cannot create schema_versions".into())?;
-        let current: i64 = tx
-            .query_row(
-                "SELECT version FROM schema_versions WHERE component = ?1",
-                [COMPONENT],
-                |r| r.get(0),
-            )
-            .optional()
-            .db_ctx(|| "cannot read the engine schema version".into())?
-            .unwrap_or(0);
-        if current > SCHEMA_VERSION {
-            return Err(EngineError::WrongState(format!(
-                "{} has engine schema version {current}, newer than this box supports \
+        match box_image::db::migrate_component(&mut conn, COMPONENT, MIGRATIONS)
+            .db_ctx(|| "cannot migrate the engine schema".into())?
+        {
+            box_image::db::Migration::Current => Ok(()),
+            box_image::db::Migration::TooNew(found) => Err(EngineError::WrongState(format!(
+                "{} has engine schema version {found}, newer than this box supports \
                  ({SCHEMA_VERSION}): upgrade box",
                 self.path.display()
-            )));
+            ))),
         }
-        for (i, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(current).unwrap_or(0))
-        {
-            tx.execute_batch(sql)
-                .db_ctx(|| format!("cannot migrate the engine schema to version {}", i + 1))?;
-        }
-        tx.execute(
-            "INSERT INTO schema_versions (component, version) VALUES (?1, ?2)
-             ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-            params![COMPONENT, SCHEMA_VERSION],
-        )
-        .db_ctx(|| "cannot record the engine schema version".into())?;
-        tx.commit()
-            .db_ctx(|| "cannot commit the engine schema migration".into())
     }
 
     /// Inserts a new box. An empty `name` gets a generated `adjective_noun` one (with a number

@@ -207,6 +207,54 @@ pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// What [`migrate_component`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    /// The component's tables are at the latest version.
+    Current,
+    /// The file was written by a newer Box: its version for the component.
+    TooNew(i64),
+}
+
+/// Brings one component's tables (image store, engine, …) to the newest of `migrations` (one
+/// SQL batch per version, in order), inside one immediate transaction, recording the version in
+/// the shared `schema_versions` table.
+pub fn migrate_component(
+    conn: &mut Connection,
+    component: &str,
+    migrations: &[&str],
+) -> rusqlite::Result<Migration> {
+    let latest = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    )?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT version FROM schema_versions WHERE component = ?1",
+            [component],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if current > latest {
+        return Ok(Migration::TooNew(current));
+    }
+    for sql in migrations
+        .iter()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.execute_batch(sql)?;
+    }
+    tx.execute(
+        "INSERT INTO schema_versions (component, version) VALUES (?1, ?2)
+         ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+        params![component, latest],
+    )?;
+    tx.commit()?;
+    Ok(Migration::Current)
+}
+
 impl ImageDb {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<ImageDb> {
@@ -232,45 +280,16 @@ impl ImageDb {
 
     fn migrate(&self) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .db_ctx(|| "cannot start the schema migration".into())?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
-        )
-        .db_ctx(|| "cannot create schema_versions".into())?;
-        let current: i64 = tx
-            .query_row(
-                "SELECT version FROM schema_versions WHERE component = ?1",
-                [COMPONENT],
-                |r| r.get(0),
-            )
-            .optional()
-            .db_ctx(|| "cannot read the schema version".into())?
-            .unwrap_or(0);
-        if current > SCHEMA_VERSION {
-            return Err(ImageError::DbTooNew {
-                path: self.path.clone(),
-                found: current,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (i, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(current).unwrap_or(0))
+        match migrate_component(&mut conn, COMPONENT, MIGRATIONS)
+            .db_ctx(|| "cannot migrate the image schema".into())?
         {
-            tx.execute_batch(sql)
-                .db_ctx(|| format!("cannot migrate the image schema to version {}", i + 1))?;
+            Migration::Current => Ok(()),
+            Migration::TooNew(found) => Err(ImageError::DbTooNew {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            }),
         }
-        tx.execute(
-            "INSERT INTO schema_versions (component, version) VALUES (?1, ?2)
-             ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-            params![COMPONENT, SCHEMA_VERSION],
-        )
-        .db_ctx(|| "cannot record the schema version".into())?;
-        tx.commit()
-            .db_ctx(|| "cannot commit the schema migration".into())
     }
 
     /// Records an unpacked layer (ignored when already known).
