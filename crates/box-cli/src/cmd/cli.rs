@@ -276,6 +276,9 @@ pub enum Command {
         /// The box.
         r#box: String,
     },
+    /// attach, the Akuma verbs, restart/pause/unpause/top/stats/port, completion, man.
+    #[command(flatten)]
+    Session(super::akuma::SessionCommand),
     /// Give a box another name.
     Rename {
         /// The box.

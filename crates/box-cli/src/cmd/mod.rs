@@ -1,6 +1,8 @@
 //! `box`: docker's verbs over box-image (and, with the engine, boxes). This module parses the
 //! command line, picks the data directory, and turns library errors into messages.
 
+pub mod akuma;
+mod attach;
 mod boxes;
 pub mod cli;
 mod images;
@@ -127,6 +129,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             output.as_deref(),
         )),
         Command::Diff { r#box } => done(boxes::diff(&boxes::engine(root)?, &r#box)),
+        Command::Session(c) => akuma::dispatch(root, c),
         Command::Rename { r#box, name } => {
             done(boxes::rename(&boxes::engine(root)?, &r#box, &name))
         }
