@@ -515,6 +515,8 @@ pub fn rename(engine: &Engine, name: &str, new_name: &str) -> Result<()> {
 
 /// `box __supervise ID`: becomes the box's supervisor (never returns).
 pub fn supervise(root: Option<PathBuf>, id: &str) -> ! {
+    // SAFETY: a CLI killed before reading "started" must not take its supervisor along (SIGPIPE).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let paths = supervisor::paths_from_env().unwrap_or_else(|| match root {
         Some(d) => Paths::with_data_dir(d),
         None => Paths::detect(),
