@@ -15,11 +15,12 @@ use crate::error::{DbContext, EngineError, Result};
 use crate::spec::BoxSpec;
 
 /// The schema version this build writes (component `engine` of table `schema_versions`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const COMPONENT: &str = "engine";
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE boxes (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE boxes (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         image_id TEXT,
@@ -36,7 +37,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE boxes (
         finished_at INTEGER,
         restart_count INTEGER NOT NULL DEFAULT 0,
         error TEXT
-    );"];
+    );",
+    // 2: named and anonymous volumes (see `volumes`).
+    "CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        created INTEGER NOT NULL,
+        anonymous INTEGER NOT NULL DEFAULT 0
+    );",
+];
 
 const COLUMNS: &str = "id, name, image_id, image_name, created, spec, state, pid, supervisor_pid, \
      supervisor_start, exit_code, oom_killed, started_at, finished_at, restart_count, error";
@@ -266,7 +274,7 @@ impl BoxDb {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent; keep going.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }

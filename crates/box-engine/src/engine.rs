@@ -137,6 +137,49 @@ impl Engine {
                 )
             }
         };
+        // Named and anonymous volumes become bind mounts of their `_data` dirs; new ones
+        // start with the image's content at their mount points.
+        let volumes = self.resolve_volumes(spec)?;
+        let result = self.create_with_volumes(
+            &volumes,
+            id,
+            made,
+            rootfs,
+            etc_roots,
+            image_config,
+            image_id,
+            image_name,
+        );
+        if result.is_err() {
+            self.drop_volumes(&volumes.created);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_with_volumes(
+        &self,
+        volumes: &crate::volumes::ResolvedVolumes,
+        id: &str,
+        made: &mut Made<'_>,
+        rootfs: std::path::PathBuf,
+        etc_roots: Vec<std::path::PathBuf>,
+        image_config: Option<oci_spec::image::ImageConfiguration>,
+        image_id: Option<String>,
+        image_name: String,
+    ) -> Result<BoxRecord> {
+        if made.snapshot && !volumes.created.is_empty() {
+            let nocopy: Vec<String> = volumes
+                .stored
+                .mounts
+                .iter()
+                .filter(|m| m.options.iter().any(|o| o == "nocopy"))
+                .map(|m| m.source.clone())
+                .collect();
+            let snap = Snapshot::open(&self.paths.data, id)?;
+            self.copy_up_volumes(snap, &volumes.created, &nocopy)?;
+        }
+        let spec = &volumes.runtime;
         let box_dir = self.paths.box_dir(id);
         made.box_dir = true;
         fs::create_dir_all(&box_dir).ctx(|| format!("cannot create {}", box_dir.display()))?;
@@ -155,7 +198,7 @@ impl Engine {
             spec.name.clone().unwrap_or_default(),
             image_id,
             image_name,
-            spec.clone(),
+            volumes.stored.clone(),
         );
         self.db.insert(&record)
     }

@@ -10,3 +10,4 @@ pub mod oci;
 pub mod paths;
 pub mod spec;
 pub mod supervisor;
+pub mod volumes;

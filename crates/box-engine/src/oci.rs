@@ -599,10 +599,10 @@ fn user_mount(m: &crate::spec::MountSpec) -> Result<Value> {
                       "options": opts}),
             )
         }
-        MountKind::Volume => Err(EngineError::Unsupported(format!(
-            "volume {:?} at {}: named and anonymous volumes come with `box volume` (not built \
-             yet); use a bind mount for now: -v /host/dir:{}",
-            m.source, m.target, m.target
+        // Engine::create resolves volumes into bind mounts of their `_data` dirs first.
+        MountKind::Volume => Err(EngineError::invalid(format!(
+            "volume {:?} at {} was not resolved to its directory (Engine::create does that)",
+            m.source, m.target
         ))),
     }
 }
@@ -905,7 +905,7 @@ mod tests {
         assert!(e.to_string().contains("/definitely/not/here"), "{e}");
         s.mounts = vec![crate::spec::parse_volume("data:/x").unwrap()];
         let e = build_spec(&s, None, &root, std::slice::from_ref(&root), &paths, &id).unwrap_err();
-        assert!(e.to_string().contains("box volume"), "{e}");
+        assert!(e.to_string().contains("not resolved"), "{e}");
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -340,6 +340,81 @@ pub fn parse_volume(s: &str) -> Result<MountSpec> {
     Ok(m)
 }
 
+/// Parses Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]
+/// [,bind-propagation=rshared][,tmpfs-size=64m][,tmpfs-mode=1777][,volume-nocopy]`
+/// (`src`/`dst`/`destination` and `ro` are accepted too).
+pub fn parse_mount(s: &str) -> Result<MountSpec> {
+    let bad = |why: String| EngineError::invalid(format!("invalid --mount {s:?}: {why}"));
+    let mut m = MountSpec {
+        kind: MountKind::Volume,
+        ..MountSpec::default()
+    };
+    let mut target = None;
+    for field in s.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (field.trim(), None),
+        };
+        let flag = |v: Option<&str>| -> Result<bool> {
+            match v {
+                None | Some("true") | Some("1") => Ok(true),
+                Some("false") | Some("0") => Ok(false),
+                Some(other) => Err(bad(format!("{key}={other} must be true or false"))),
+            }
+        };
+        match (key, value) {
+            ("type", Some("bind")) => m.kind = MountKind::Bind,
+            ("type", Some("volume")) => m.kind = MountKind::Volume,
+            ("type", Some("tmpfs")) => m.kind = MountKind::Tmpfs,
+            ("type", other) => {
+                return Err(bad(format!(
+                    "type {} is not supported (use bind, volume or tmpfs)",
+                    other.unwrap_or("")
+                )))
+            }
+            ("source" | "src", Some(v)) => m.source = v.to_string(),
+            ("target" | "destination" | "dst", Some(v)) => target = Some(v.to_string()),
+            ("readonly" | "ro", v) => m.readonly = flag(v)?,
+            ("bind-propagation", Some(v)) => match v {
+                "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
+                    m.options.push(v.to_string())
+                }
+                other => return Err(bad(format!("unknown bind-propagation {other:?}"))),
+            },
+            ("tmpfs-size", Some(v)) => m.options.push(format!("size={}", parse_size(v)?)),
+            ("tmpfs-mode", Some(v)) => m.options.push(format!("mode={v}")),
+            ("volume-nocopy", v) => {
+                if flag(v)? {
+                    m.options.push("nocopy".into());
+                }
+            }
+            ("consistency" | "bind-nonrecursive" | "volume-driver" | "volume-opt", _) => {}
+            (k, _) => return Err(bad(format!("unknown field {k:?}"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("it needs target=/path/in/box".into()))?;
+    if !target.starts_with('/') {
+        return Err(bad(format!("target {target:?} must be an absolute path")));
+    }
+    m.target = target;
+    match m.kind {
+        MountKind::Bind if m.source.is_empty() => {
+            return Err(bad("a bind mount needs source=/host/path".into()))
+        }
+        MountKind::Bind if !m.source.starts_with('/') => {
+            let abs = std::env::current_dir()
+                .map_err(|e| EngineError::io("cannot read the current directory", e))?
+                .join(&m.source);
+            m.source = abs.to_string_lossy().into_owned();
+        }
+        MountKind::Tmpfs if !m.source.is_empty() => {
+            return Err(bad("a tmpfs mount takes no source".into()))
+        }
+        _ => {}
+    }
+    Ok(m)
+}
+
 /// Parses `--tmpfs /x[:opts]` (opts comma-separated: `size=64m,mode=1777,ro,…`).
 pub fn parse_tmpfs(s: &str) -> Result<MountSpec> {
     let (target, opts) = s.split_once(':').unwrap_or((s, ""));
@@ -453,6 +528,31 @@ mod tests {
     fn volume_rejects_relative_target_and_extra_fields() {
         assert!(parse_volume("/a:b").is_err());
         assert!(parse_volume("/a:/b:ro:x").is_err());
+    }
+
+    #[test]
+    fn mount_flag_forms() {
+        let m = parse_mount("type=bind,source=/src,target=/dst,readonly,bind-propagation=rshared")
+            .unwrap();
+        assert_eq!(m.kind, MountKind::Bind);
+        assert_eq!(m.source, "/src");
+        assert_eq!(m.target, "/dst");
+        assert!(m.readonly);
+        assert_eq!(m.options, vec!["rshared"]);
+        let m = parse_mount("type=volume,src=data,dst=/d").unwrap();
+        assert_eq!(m.kind, MountKind::Volume);
+        assert_eq!(m.source, "data");
+        assert!(!m.readonly);
+        let m = parse_mount("target=/anon").unwrap();
+        assert_eq!(m.kind, MountKind::Volume);
+        assert!(m.source.is_empty());
+        let m = parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap();
+        assert_eq!(m.options, vec!["size=1048576"]);
+        assert!(parse_mount("type=bind,target=/x").is_err());
+        assert!(parse_mount("type=volume,source=x").is_err());
+        assert!(parse_mount("type=nfs,target=/x").is_err());
+        assert!(parse_mount("type=bind,source=/a,target=/b,bind-propagation=odd").is_err());
+        assert!(parse_mount("type=bind,source=/a,target=/b,readonly=maybe").is_err());
     }
 
     #[test]

@@ -55,6 +55,9 @@ fn box_spec(o: BoxOptions) -> Result<BoxSpec> {
     for v in &o.volumes {
         mounts.push(spec::parse_volume(v)?);
     }
+    for m in &o.mounts {
+        mounts.push(spec::parse_mount(m)?);
+    }
     for t in &o.tmpfs {
         mounts.push(spec::parse_tmpfs(t)?);
     }
@@ -303,9 +306,12 @@ pub fn kill(engine: &Engine, boxes: &[String], signal: &str) -> Result<()> {
 }
 
 /// `box rm`.
-pub fn remove(engine: &Engine, boxes: &[String], force: bool) -> Result<()> {
+pub fn remove(engine: &Engine, boxes: &[String], force: bool, volumes: bool) -> Result<()> {
     for name in boxes {
         let rec = engine.remove(name, force)?;
+        if volumes {
+            engine.remove_anonymous_volumes(&rec)?;
+        }
         println!("{}", rec.name);
     }
     Ok(())

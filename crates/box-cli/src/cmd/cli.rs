@@ -78,6 +78,10 @@ pub struct BoxOptions {
     /// Bind mount SRC:DST[:ro], repeatable.
     #[arg(long = "volume", short = 'v')]
     pub volumes: Vec<String>,
+    /// Mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,bind-propagation=…],
+    /// repeatable.
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
     /// Tmpfs mount DST[:OPTIONS], repeatable.
     #[arg(long)]
     pub tmpfs: Vec<String>,
@@ -218,10 +222,16 @@ pub enum Command {
         /// Kill running boxes first.
         #[arg(long, short = 'f')]
         force: bool,
+        /// Remove the boxes' anonymous volumes too.
+        #[arg(long = "volumes", short = 'v')]
+        volumes: bool,
         /// Boxes.
         #[arg(required = true)]
         boxes: Vec<String>,
     },
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// List boxes.
     Ps {
         /// All boxes, not only running ones.
@@ -436,5 +446,47 @@ pub enum ImageCommand {
         /// What to build it from.
         #[arg(long, value_enum, default_value_t = HostMode::Auto)]
         mode: HostMode,
+    },
+}
+
+/// `volume …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make a volume (a generated name when none is given).
+    Create {
+        /// Name of the volume.
+        name: Option<String>,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        /// Only names.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show volumes' details as JSON.
+    Inspect {
+        /// Volumes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (refused while a box uses one, unless -f).
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove even when boxes use it.
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// Volumes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no box uses.
+    Prune {
+        /// Don't ask (accepted: Box never asks).
+        #[arg(long, short = 'f')]
+        force: bool,
     },
 }

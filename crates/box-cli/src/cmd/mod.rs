@@ -8,6 +8,7 @@ pub mod cli;
 mod images;
 mod progress;
 mod userns;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,7 +104,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
             std::time::Duration::from_secs(time),
         )),
         Command::Kill { signal, boxes: b } => done(boxes::kill(&boxes::engine(root)?, &b, &signal)),
-        Command::Rm { force, boxes: b } => done(boxes::remove(&boxes::engine(root)?, &b, force)),
+        Command::Rm {
+            force,
+            volumes: v,
+            boxes: b,
+        } => done(boxes::remove(&boxes::engine(root)?, &b, force, v)),
+        Command::Volume(cmd) => done(volumes::volume(&boxes::engine(root)?, cmd)),
         Command::Ps { all, quiet, format } => {
             done(boxes::ps(&boxes::engine(root)?, all, quiet, format))
         }
