@@ -2,9 +2,11 @@
 //! from images and docker-style options, a small supervisor process per box that owns its I/O
 //! and records how it ended, and logs. See docs/engine.md.
 
+pub mod commit;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod logs;
 pub mod oci;
 pub mod paths;

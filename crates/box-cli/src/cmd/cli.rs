@@ -232,6 +232,27 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Copy files between a box and the host: BOX:SRC DEST or SRC BOX:DEST (`-`: a tar on
+    /// stdout/stdin).
+    Cp {
+        /// Source (BOX:PATH or a host path).
+        src: String,
+        /// Destination (BOX:PATH or a host path).
+        dest: String,
+    },
+    /// Make an image from a box's changes.
+    Commit {
+        /// Commit message (stored in the image's history).
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+        /// The box.
+        r#box: String,
+        /// Name of the new image (IMAGE[:TAG]).
+        image: Option<String>,
+    },
+    /// Manage boxes (`container prune`).
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// List boxes.
     Ps {
         /// All boxes, not only running ones.
@@ -484,6 +505,17 @@ pub enum VolumeCommand {
         names: Vec<String>,
     },
     /// Remove every volume no box uses.
+    Prune {
+        /// Don't ask (accepted: Box never asks).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+}
+
+/// `container …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every stopped box.
     Prune {
         /// Don't ask (accepted: Box never asks).
         #[arg(long, short = 'f')]

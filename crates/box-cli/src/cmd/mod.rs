@@ -5,6 +5,7 @@ pub mod akuma;
 mod attach;
 mod boxes;
 pub mod cli;
+mod files;
 mod images;
 mod progress;
 mod userns;
@@ -110,6 +111,20 @@ fn dispatch(cli: Cli) -> Result<i32> {
             boxes: b,
         } => done(boxes::remove(&boxes::engine(root)?, &b, force, v)),
         Command::Volume(cmd) => done(volumes::volume(&boxes::engine(root)?, cmd)),
+        Command::Cp { src, dest } => done(files::cp(&boxes::engine(root)?, &src, &dest)),
+        Command::Commit {
+            message,
+            r#box,
+            image,
+        } => done(files::commit(
+            &boxes::engine(root)?,
+            &r#box,
+            image.as_deref(),
+            message.as_deref(),
+        )),
+        Command::Container(cli::ContainerCommand::Prune { force: _ }) => {
+            done(files::container_prune(&boxes::engine(root)?))
+        }
         Command::Ps { all, quiet, format } => {
             done(boxes::ps(&boxes::engine(root)?, all, quiet, format))
         }
