@@ -31,14 +31,18 @@ fn box_bin() -> Result<PathBuf> {
 
 /// Turns the command line into a BoxSpec.
 fn box_spec(o: BoxOptions) -> Result<BoxSpec> {
-    let (image, command) = match &o.rootfs {
+    let (image, command) = match (&o.rootfs, &o.image) {
         // `--rootfs DIR CMD…`: the first positional is the command.
-        Some(_) => (
+        (Some(_), Some(first)) => (
             String::new(),
-            [vec![o.image.clone()], o.command.clone()].concat(),
+            [vec![first.clone()], o.command.clone()].concat(),
         ),
-        None => (o.image.clone(), o.command.clone()),
+        (Some(_), None) => (String::new(), o.command.clone()),
+        (None, Some(image)) => (image.clone(), o.command.clone()),
+        // No image: ./box.toml gives it (filled in below).
+        (None, None) => (String::new(), Vec::new()),
     };
+    let from_project = o.rootfs.is_none() && o.image.is_none();
     let mut env = Vec::new();
     for file in &o.env_file {
         let text = std::fs::read_to_string(file)
@@ -90,6 +94,9 @@ fn box_spec(o: BoxOptions) -> Result<BoxSpec> {
     s.init = o.init;
     s.cgroup_parent = o.cgroup_parent;
     s.rootfs = o.rootfs;
+    if from_project {
+        super::project::fill_run_spec(&mut s)?;
+    }
     Ok(s)
 }
 

@@ -139,8 +139,8 @@ pub struct BoxOptions {
     /// Give the box a terminal.
     #[arg(long, short = 't')]
     pub tty: bool,
-    /// Image (or, with --rootfs, the command).
-    pub image: String,
+    /// Image (or, with --rootfs, the command); from ./box.toml when left out.
+    pub image: Option<String>,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -253,6 +253,21 @@ pub enum Command {
     /// Manage boxes (`container prune`).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Make and start the box of ./box.toml in the background (idempotent).
+    Up {
+        /// The project file (default ./box.toml).
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+    },
+    /// Stop and remove the box of ./box.toml.
+    Down {
+        /// The project file (default ./box.toml).
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// Seconds to wait for it to stop before killing it.
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+    },
     /// List boxes.
     Ps {
         /// All boxes, not only running ones.

@@ -8,6 +8,7 @@ pub mod cli;
 mod files;
 mod images;
 mod progress;
+mod project;
 mod userns;
 mod volumes;
 
@@ -125,6 +126,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Container(cli::ContainerCommand::Prune { force: _ }) => {
             done(files::container_prune(&boxes::engine(root)?))
         }
+        Command::Up { file } => done(project::up(&boxes::engine(root)?, file)),
+        Command::Down { file, time } => done(project::down(
+            &boxes::engine(root)?,
+            file,
+            std::time::Duration::from_secs(time),
+        )),
         Command::Ps { all, quiet, format } => {
             done(boxes::ps(&boxes::engine(root)?, all, quiet, format))
         }
