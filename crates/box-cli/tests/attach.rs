@@ -178,6 +178,8 @@ fn two_watchers_see_the_same_output_and_exit_code() {
     wait_for(Duration::from_secs(10), "two attach clients", || {
         (attach_connections(&d, "w") >= 3).then_some(())
     });
+    // Connected is not yet registered: the supervisor reads each hello in its next poll round.
+    std::thread::sleep(Duration::from_millis(300));
     d.ok(&["use", "w", "sh", "-c", ": > /go"]);
     for w in &mut watchers {
         assert_eq!(w.wait(Duration::from_secs(15)), Some(7), "{}", w.err());
