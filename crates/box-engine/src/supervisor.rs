@@ -197,6 +197,8 @@ pub fn request_stop(paths: &Paths, id: &str) -> Result<()> {
 /// code was recorded. A box that is removed meanwhile (`--rm`) is [`EngineError::NoSuchBox`].
 pub fn wait_exit(paths: &Paths, id: &str) -> Result<i32> {
     let db = BoxDb::open(&paths.db_path())?;
+    // Short polls first: a foreground run learns the exit code a moment before it is recorded.
+    let mut pause = Duration::from_millis(1);
     loop {
         let rec = db
             .get(id)?
@@ -211,7 +213,8 @@ pub fn wait_exit(paths: &Paths, id: &str) -> Result<i32> {
                 continue;
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -25,6 +25,30 @@ pub fn engine(root: Option<PathBuf>) -> Result<Engine> {
     Ok(Engine::open(paths)?)
 }
 
+/// The engine for a command that enters a running box (exec): rootless, it joins the user
+/// namespace of the box's supervisor rather than making a new one, so the process it starts
+/// lives in the box's own user namespace.
+pub fn engine_for_box(root: Option<PathBuf>, name: &str) -> Result<Engine> {
+    if !box_runtime::idmap::running_rootless() || box_runtime::idmap::in_user_namespace() {
+        return engine(root);
+    }
+    let paths = match &root {
+        Some(d) => Paths::with_data_dir(d.clone()),
+        None => Paths::detect(),
+    };
+    let eng = Engine::open(paths)?;
+    match eng.get(name).ok().and_then(|r| r.supervisor_pid) {
+        Some(pid) => {
+            super::userns::join_of(pid)?;
+            Ok(eng)
+        }
+        None => {
+            drop(eng);
+            engine(root)
+        }
+    }
+}
+
 fn box_bin() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the box binary to run the supervisor")
 }

@@ -88,7 +88,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             r#box,
             command,
         } => boxes::exec(
-            &boxes::engine(root)?,
+            &boxes::engine_for_box(root, &r#box)?,
             &r#box,
             &command,
             boxes::ExecFlags {

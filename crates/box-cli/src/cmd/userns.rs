@@ -90,3 +90,21 @@ pub fn enter_if_rootless() -> Result<()> {
         }
     }
 }
+
+/// Joins the user namespace of `pid` (a box's supervisor) instead of making a new one, so a
+/// process started now (exec) shares the box's namespace and ids. Rootless and single-threaded
+/// callers only; a no-op when already in a user namespace or running as host root.
+pub fn join_of(pid: i32) -> Result<()> {
+    if !idmap::running_rootless() || idmap::in_user_namespace() {
+        return Ok(());
+    }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+        .with_context(|| format!("cannot open the user namespace of process {pid}"))?;
+    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER)
+        .context("cannot join the box's user namespace")?;
+    let root_g = nix::unistd::Gid::from_raw(0);
+    let root_u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_g, root_g, root_g).context("cannot become gid 0")?;
+    nix::unistd::setresuid(root_u, root_u, root_u).context("cannot become uid 0")?;
+    Ok(())
+}
