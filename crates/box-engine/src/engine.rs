@@ -343,6 +343,10 @@ impl Engine {
                 if is_box_id(&name) && !known.contains(&name) && old(&entry.path()) {
                     let _ = self.remove_files(&name);
                 }
+                // A snapshot being built when its create was killed.
+                if name.strip_prefix(".tmp-").is_some_and(is_box_id) && old(&entry.path()) {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
             }
         }
     }

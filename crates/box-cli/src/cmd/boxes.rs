@@ -153,6 +153,12 @@ fn start_attached(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
     let code = relay(stream, rec.spec.stdin_open, rec.spec.tty)?;
     // Return once the box is recorded as ended (or removed, with --rm).
     let _ = supervisor::wait_exit(engine.paths(), &rec.id);
+    if rec.spec.auto_remove {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.db().get(&rec.id).ok().flatten().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
     Ok(code)
 }
 
