@@ -4,65 +4,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A data dir with a short path (attach sockets live below it).
-struct Data(PathBuf);
+type Data = BoxData;
 
-impl Data {
-    fn new() -> Data {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/bxk{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Data(p)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_box"));
-        c.arg("--root").arg(&self.0).args(args);
-        c
-    }
-
-    fn boxc(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run box")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.boxc(args);
-        assert!(
-            out.status.success(),
-            "box {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn show_json(&self, name: &str) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["show", "--format", "json", name])).expect("JSON")
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let ids = self.boxc(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.boxc(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `box show --format json NAME`.
+fn show_json(d: &Data, name: &str) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&["show", "--format", "json", name])).expect("JSON")
 }
 
 /// Host pids whose command line is exactly `args`.
@@ -95,7 +47,7 @@ fn open_use_show_grab_and_close() {
     if !require_root("open_use_show_grab_and_close") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("k");
     let id = d.ok(&["open", "-d", "a1", "sh", "-c", "echo up; sleep 1000"]);
     assert_eq!(id.trim().len(), 64, "{id}");
     let out = d.boxc(&["use", "a1", "sh", "-c", "echo in-box; exit 3"]);
@@ -112,7 +64,7 @@ fn open_use_show_grab_and_close() {
     ] {
         assert!(show.contains(want), "{want}: {show}");
     }
-    let j = d.show_json("a1");
+    let j = show_json(&d, "a1");
     let main_pid = j["Pid"].as_i64().expect("pid") as i32;
     assert!(
         j["Pids"]
@@ -165,7 +117,7 @@ fn open_tmp_with_a_directory_root_is_removed_at_the_end() {
     if !require_root("open_tmp_with_a_directory_root_is_removed_at_the_end") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("k");
     // A root directory: the host image's files, exported from a box.
     d.ok(&["create", "--name", "src", "host", "true"]);
     let tar = d.0.join("root.tar");
@@ -206,7 +158,7 @@ fn close_kills_a_process_that_double_forked_away() {
     if !require_root("close_kills_a_process_that_double_forked_away") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("k");
     d.ok(&[
         "open",
         "-d",
@@ -218,7 +170,7 @@ fn close_kills_a_process_that_double_forked_away() {
     let pid = wait_for(Duration::from_secs(10), "the double-forked sleep", || {
         pids_running(&["sleep", "4321"]).first().copied()
     });
-    let j = d.show_json("c1");
+    let j = show_json(&d, "c1");
     assert!(
         j["Pids"].as_array().expect("pids").contains(&pid.into()),
         "a member: {j}"
@@ -241,7 +193,7 @@ fn restart_pause_unpause_top_stats_port() {
     if !require_root("restart_pause_unpause_top_stats_port") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("k");
     d.ok(&[
         "open",
         "-d",
@@ -256,7 +208,7 @@ fn restart_pause_unpause_top_stats_port() {
 
     // pause: state and a stopped counter.
     assert_eq!(d.ok(&["pause", "p1"]), "p1\n");
-    assert_eq!(d.show_json("p1")["State"], "paused");
+    assert_eq!(show_json(&d, "p1")["State"], "paused");
     assert!(d.ok(&["ps"]).contains("paused"));
     std::thread::sleep(Duration::from_millis(300));
     let frozen = log_lines(&d, "p1");
@@ -264,7 +216,7 @@ fn restart_pause_unpause_top_stats_port() {
     assert_eq!(log_lines(&d, "p1"), frozen, "no ticks while paused");
     assert!(!d.boxc(&["pause", "p1"]).status.success(), "already paused");
     assert_eq!(d.ok(&["unpause", "p1"]), "p1\n");
-    assert_eq!(d.show_json("p1")["State"], "running");
+    assert_eq!(show_json(&d, "p1")["State"], "running");
     wait_for(Duration::from_secs(5), "ticks after unpause", || {
         (log_lines(&d, "p1") > frozen + 2).then_some(())
     });
@@ -292,9 +244,9 @@ fn restart_pause_unpause_top_stats_port() {
     assert_eq!(d.ok(&["port", "p1"]), "");
 
     // restart: a new main process, the box running again.
-    let before = d.show_json("p1")["Pid"].as_i64();
+    let before = show_json(&d, "p1")["Pid"].as_i64();
     assert_eq!(d.ok(&["restart", "-t", "1", "p1"]), "p1\n");
-    let after = d.show_json("p1");
+    let after = show_json(&d, "p1");
     assert_eq!(after["State"], "running");
     assert_ne!(after["Pid"].as_i64(), before, "a new main process");
     wait_for(

@@ -4,63 +4,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A data dir with a short path (attach sockets live below it).
-struct Data(PathBuf);
-
-impl Data {
-    fn new() -> Data {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/bxa{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Data(p)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_box"));
-        c.arg("--root").arg(&self.0).args(args);
-        c
-    }
-
-    fn boxc(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run box")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.boxc(args);
-        assert!(
-            out.status.success(),
-            "box {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let ids = self.boxc(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.boxc(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Data = BoxData;
 
 /// A child whose stdout (and stderr) are collected by threads, readable while it runs.
 struct Watched {
@@ -162,7 +112,7 @@ fn two_watchers_see_the_same_output_and_exit_code() {
     if !require_root("two_watchers_see_the_same_output_and_exit_code") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("a");
     d.ok(&[
         "open",
         "-d",
@@ -193,7 +143,7 @@ fn takeover_moves_stdin_and_drops_the_previous_holder() {
     if !require_root("takeover_moves_stdin_and_drops_the_previous_holder") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("a");
     d.ok(&[
         "open",
         "-d",
@@ -238,7 +188,7 @@ fn detach_keys_on_a_terminal_leave_the_box_running() {
         );
         return;
     }
-    let d = Data::new();
+    let d = Data::new("a");
     d.ok(&["open", "-d", "-i", "-t", "k", "sh"]);
     // `script` gives `box attach` a terminal on its stdin: raw mode and detach keys apply.
     let attach = format!(
@@ -271,7 +221,7 @@ fn peek_after_the_end_shows_output_and_exit_code() {
     if !require_root("peek_after_the_end_shows_output_and_exit_code") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("a");
     let out = d.boxc(&[
         "open",
         "pm",
@@ -296,7 +246,7 @@ fn detach_keys_are_checked() {
     if !require_root("detach_keys_are_checked") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("a");
     let out = d.boxc(&["attach", "--detach-keys", "ctrl-1", "nobox"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("detach-keys"));

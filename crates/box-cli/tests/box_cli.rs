@@ -4,60 +4,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::*;
 
-/// A data dir with a short path (attach sockets live below it: unix socket paths are short).
-struct Data(PathBuf);
-
-impl Data {
-    fn new() -> Data {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/bx{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Data(p)
-    }
-
-    fn boxc(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_box"))
-            .arg("--root")
-            .arg(&self.0)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run box")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.boxc(args);
-        assert!(
-            out.status.success(),
-            "box {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        // Remove every box (kills supervisors by their recorded pid), then the data.
-        let ids = self.boxc(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.boxc(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Data = BoxData;
 
 fn text(out: &Output) -> (String, String) {
     (
@@ -71,7 +24,7 @@ fn run_in_the_foreground_passes_output_and_exit_code() {
     if !require_root("run_in_the_foreground_passes_output_and_exit_code") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("");
     let out = d.boxc(&[
         "run",
         "--rm",
@@ -92,7 +45,7 @@ fn detached_box_lives_logs_execs_stops_and_is_removed() {
     if !require_root("detached_box_lives_logs_execs_stops_and_is_removed") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("");
     let id = d.ok(&[
         "run",
         "-d",
@@ -140,7 +93,7 @@ fn wait_export_diff_and_rename() {
     if !require_root("wait_export_diff_and_rename") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("");
     d.ok(&[
         "run",
         "-d",
@@ -180,7 +133,7 @@ fn name_conflicts_unknown_boxes_and_images_fail_clearly() {
     if !require_root("name_conflicts_unknown_boxes_and_images_fail_clearly") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("");
     d.ok(&["create", "--name", "one", "host", "true"]);
     let out = d.boxc(&["create", "--name", "one", "host", "true"]);
     assert!(!out.status.success());
@@ -207,7 +160,7 @@ fn a_killed_supervisor_is_repaired_into_an_exited_box() {
     if !require_root("a_killed_supervisor_is_repaired_into_an_exited_box") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("");
     d.ok(&["run", "-d", "--name", "orphan", "host", "sleep", "1000"]);
     let inspect: serde_json::Value =
         serde_json::from_str(&d.ok(&["inspect", "orphan"])).expect("JSON");

@@ -3,64 +3,17 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use support::*;
 
-/// A data dir with a short path (attach sockets live below it: unix socket paths are short).
-struct Data(PathBuf);
-
-impl Data {
-    fn new() -> Data {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/bxc{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Data(p)
-    }
-
-    fn boxc(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_box"))
-            .arg("--root")
-            .arg(&self.0)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run box")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.boxc(args);
-        assert!(
-            out.status.success(),
-            "box {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let ids = self.boxc(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.boxc(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Data = BoxData;
 
 #[test]
 fn cp_both_ways_stays_inside_the_box() {
     if !require_root("cp_both_ways_stays_inside_the_box") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("c");
     let host = d.0.with_extension("host");
     let _ = std::fs::remove_dir_all(&host);
     std::fs::create_dir_all(host.join("out")).unwrap();
@@ -142,7 +95,7 @@ fn commit_then_run_the_new_image_and_prune_stopped_boxes() {
     if !require_root("commit_then_run_the_new_image_and_prune_stopped_boxes") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("c");
     d.ok(&[
         "run",
         "--name",

@@ -5,64 +5,17 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use support::*;
 
-/// A data dir with a short path (attach sockets live below it: unix socket paths are short).
-struct Data(PathBuf);
-
-impl Data {
-    fn new() -> Data {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/bxv{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Data(p)
-    }
-
-    fn boxc(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_box"))
-            .arg("--root")
-            .arg(&self.0)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run box")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.boxc(args);
-        assert!(
-            out.status.success(),
-            "box {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let ids = self.boxc(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.boxc(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Data = BoxData;
 
 #[test]
 fn volume_lifecycle_copy_up_and_data_outliving_the_box() {
     if !require_root("volume_lifecycle_copy_up_and_data_outliving_the_box") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("v");
     assert_eq!(d.ok(&["volume", "create", "vol1"]).trim(), "vol1");
     let generated = d.ok(&["volume", "create"]).trim().to_string();
     assert_eq!(generated.len(), 64, "{generated}");
@@ -144,7 +97,7 @@ fn anonymous_volumes_go_with_rm_v_and_force_removes_used_ones() {
     if !require_root("anonymous_volumes_go_with_rm_v_and_force_removes_used_ones") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("v");
     d.ok(&[
         "run",
         "--name",
@@ -179,7 +132,7 @@ fn mount_flag_binds_read_only() {
     if !require_root("mount_flag_binds_read_only") {
         return;
     }
-    let d = Data::new();
+    let d = Data::new("v");
     let host = d.0.with_extension("bind");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("f"), "from host").unwrap();

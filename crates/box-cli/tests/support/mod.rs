@@ -785,3 +785,59 @@ pub fn alive(pid: i32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A `box` data dir with a short path (attach sockets live below it, and unix socket paths
+/// are short), removing every box and the data when dropped. Field 0 is the path.
+pub struct BoxData(pub PathBuf);
+
+impl BoxData {
+    /// A fresh data dir `/tmp/bx<tag><pid>-<n>`.
+    pub fn new(tag: &str) -> BoxData {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = PathBuf::from(format!(
+            "/tmp/bx{tag}{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        BoxData(p)
+    }
+
+    /// `box --root <data> ARGS…`, not yet run.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_box"));
+        c.arg("--root").arg(&self.0).args(args);
+        c
+    }
+
+    /// Runs `box ARGS…` with no stdin.
+    pub fn boxc(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run box")
+    }
+
+    /// Runs `box ARGS…`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.boxc(args);
+        assert!(
+            out.status.success(),
+            "box {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for BoxData {
+    fn drop(&mut self) {
+        // Remove every box (kills supervisors by their recorded pid), then the data.
+        let ids = self.boxc(&["ps", "-a", "-q"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.boxc(&["rm", "-f", id]);
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
