@@ -654,37 +654,6 @@ pub(crate) fn commit_one_layer(
     store.commit_image(&manifest, &config, names)
 }
 
-/// Now as RFC 3339 (UTC, seconds).
-pub(crate) fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-/// Seconds since the epoch as RFC 3339 (UTC).
-pub(crate) fn rfc3339(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Imports a rootfs tarball (plain, gzip, zstd or xz, told apart by magic bytes) as a
 /// one-layer image named `name`. Gzip and zstd tarballs are stored as they are; xz ones are
 /// stored decompressed (OCI has no xz layers). The config runs /bin/sh when the tree has one.
@@ -723,7 +692,7 @@ pub fn import_rootfs<R: Read + Send>(
     let has_sh =
         std::fs::symlink_metadata(store.layers().path(&layer.chain_id).join("bin/sh")).is_ok();
     let gen = GeneratedConfig {
-        created: rfc3339_now(),
+        created: box_runtime::state::now_rfc3339(),
         created_by: "box import".to_string(),
         cmd: has_sh.then(|| vec!["/bin/sh".to_string()]),
     };

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use goblin::elf::Elf;
 
-use crate::archive::{commit_one_layer, rfc3339, GeneratedConfig};
+use crate::archive::{commit_one_layer, GeneratedConfig};
 use crate::compression::MEDIA_TYPE_OCI_LAYER_TAR;
 use crate::db::ImageRecord;
 use crate::digest::Digest;
@@ -872,7 +872,7 @@ pub fn build_host_image(store: &ImageStore, opts: &HostImageOptions) -> Result<I
         Some(&digest),
     )?;
     let gen = GeneratedConfig {
-        created: rfc3339(0),
+        created: box_runtime::state::rfc3339_seconds(0),
         created_by: format!(
             "box host image ({} mode)",
             if tree.mode == HostImageMode::Busybox {

@@ -295,6 +295,10 @@ fn import_rootfs_gzip_and_xz_make_one_layer_images() {
         img2.layers[0].media_type,
         "application/vnd.oci.image.layer.v1.tar"
     );
+    assert_ne!(
+        img2.id, img.id,
+        "two imports are two images, even of one tree in the same second"
+    );
     assert_eq!(store.resolve("imported/xz:1").unwrap().id, img2.id);
     assert_eq!(
         fs::read_to_string(store.lower_dirs(&img2)[0].join("etc/hostname")).unwrap(),
