@@ -290,15 +290,8 @@ pub fn now_rfc3339() -> String {
 
 /// Formats seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: u64, nanos: u32) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    let whole = rfc3339_seconds(secs);
+    format!("{}.{nanos:09}Z", &whole[..whole.len() - 1])
 }
 
 /// Formats whole seconds since the epoch as RFC 3339 UTC without a fraction
