@@ -1,12 +1,13 @@
 //! `box` with boxes, end to end on the offline host image: run in the foreground and detached,
-//! ps, logs, exec, stop, kill, rm, --rm, wait, export, diff, rename, clear errors, and a
-//! supervisor killed with -9.
+//! ps, logs, exec, stop, kill, rm, --rm, wait, export, diff, rename, clear errors, a
+//! supervisor killed with -9, and stop/kill/restart/rm -f/close of a paused box.
 
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -190,4 +191,143 @@ fn alive(pid: i32) -> bool {
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))
             .unwrap_or(false)
+}
+
+/// `box inspect` of one box.
+fn inspect(d: &Data, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("JSON");
+    v[0].clone()
+}
+
+/// Runs `box ARGS…`, asserting success within `limit` (a box command stuck on a frozen box
+/// fails the test instead of hanging it); returns how long it took.
+fn ok_within(d: &Data, args: &[&str], limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut child = d
+        .cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run box");
+    let st = wait_deadline(&mut child, limit, &format!("box {args:?}"));
+    assert!(st.success(), "box {args:?} failed: {st:?}");
+    start.elapsed()
+}
+
+/// Starts box `name` again and pauses it; returns its init's host pid.
+fn start_paused(d: &Data, name: &str) -> i32 {
+    d.ok(&["start", name]);
+    d.ok(&["pause", name]);
+    let rec = inspect(d, name);
+    assert_eq!(rec["State"]["Status"], "paused");
+    rec["State"]["Pid"].as_i64().expect("pid") as i32
+}
+
+/// The existing cgroup directories of process `pid` (every v1 hierarchy, and the v2 one), as
+/// this process sees them.
+fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    read_lines(format!("/proc/{pid}/cgroup"))
+        .into_iter()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (hid, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            let mnt = if hid == "0" {
+                ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|m| m.join("cgroup.controllers").exists())?
+            } else {
+                let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+                let m = PathBuf::from("/sys/fs/cgroup").join(name);
+                if m.exists() {
+                    m
+                } else {
+                    PathBuf::from("/sys/fs/cgroup").join(name.split(',').next()?)
+                }
+            };
+            Some(mnt.join(path.trim_start_matches('/')))
+        })
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+#[test]
+fn a_paused_box_is_stopped_killed_restarted_and_removed() {
+    if !require_root("a_paused_box_is_stopped_killed_restarted_and_removed") {
+        return;
+    }
+    let d = Data::new("");
+    d.ok(&["run", "-d", "--name", "frozen", "host", "sleep", "1000"]);
+    d.ok(&["pause", "frozen"]);
+
+    // stop: SIGTERM (sleep as pid 1 ignores it), the box thawed, SIGKILL after 1 s.
+    let took = ok_within(&d, &["stop", "-t", "1", "frozen"], Duration::from_secs(20));
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    let ps = d.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert_eq!(inspect(&d, "frozen")["State"]["Status"], "exited");
+
+    // The signal itself reaches a paused box: a trap ends it long before the SIGKILL.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "trapper",
+        "host",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+    ]);
+    d.ok(&["pause", "trapper"]);
+    let took = ok_within(
+        &d,
+        &["stop", "-t", "30", "trapper"],
+        Duration::from_secs(40),
+    );
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    assert_eq!(inspect(&d, "trapper")["State"]["ExitCode"], 7);
+
+    // kill -9 of a paused box ends it.
+    let init = start_paused(&d, "frozen");
+    ok_within(
+        &d,
+        &["kill", "-s", "KILL", "frozen"],
+        Duration::from_secs(20),
+    );
+    wait_for(Duration::from_secs(10), "the killed box to end", || {
+        (inspect(&d, "frozen")["State"]["Status"] == "exited" && !alive(init)).then_some(())
+    });
+    assert_eq!(inspect(&d, "frozen")["State"]["ExitCode"], 137);
+
+    // restart of a paused box: a new, running main process.
+    let init = start_paused(&d, "frozen");
+    ok_within(
+        &d,
+        &["restart", "-t", "1", "frozen"],
+        Duration::from_secs(20),
+    );
+    let rec = inspect(&d, "frozen");
+    assert_eq!(rec["State"]["Status"], "running");
+    assert_ne!(rec["State"]["Pid"].as_i64(), Some(i64::from(init)));
+    assert!(!alive(init), "the old main process is gone");
+
+    // rm -f of a paused box: no process, no cgroup, no record left.
+    d.ok(&["pause", "frozen"]);
+    let rec = inspect(&d, "frozen");
+    let init = rec["State"]["Pid"].as_i64().expect("pid") as i32;
+    let id = rec["Id"].as_str().expect("id");
+    let dirs: Vec<PathBuf> = cgroup_dirs(init)
+        .into_iter()
+        .filter(|p| p.ends_with(id))
+        .collect();
+    assert!(!dirs.is_empty(), "the box has cgroups of its own");
+    ok_within(&d, &["rm", "-f", "frozen"], Duration::from_secs(20));
+    assert!(!alive(init), "the box's process is gone");
+    let left: Vec<_> = dirs.iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+
+    // close of a paused box: the same.
+    start_paused(&d, "trapper");
+    ok_within(&d, &["close", "trapper"], Duration::from_secs(20));
+    assert_eq!(d.ok(&["ps", "-a", "-q"]), "", "nothing left");
 }

@@ -362,41 +362,13 @@ fn open(engine: &Engine, f: OpenFlags) -> Result<i32> {
     Ok(code)
 }
 
-/// Kills every process of a box (cgroup, or pid namespace) and waits for its supervisor to
-/// record the end; `signal` first, SIGKILL after `grace`.
-fn stop_box(engine: &Engine, rec: &BoxRecord, signal: Signal, grace: Duration) -> Result<()> {
-    if !rec.state.is_active() {
-        return Ok(());
-    }
-    supervisor::request_stop(engine.paths(), &rec.id)?;
-    let rt = engine.runtime()?;
-    let paused = rec.state == BoxState::Paused;
-    let _ = rt.kill(&rec.id, signal, true);
-    if paused {
-        // A frozen process takes its signal only once thawed.
-        let _ = rt.resume(&rec.id);
-    }
-    let ended = |e: &Engine| e.get(&rec.id).map(|r| !r.state.is_active()).unwrap_or(true);
-    let deadline = Instant::now() + grace;
-    while !ended(engine) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !ended(engine) {
-        let _ = rt.kill(&rec.id, Signal::SIGKILL, true);
-    }
-    match supervisor::wait_exit(engine.paths(), &rec.id) {
-        Ok(_) | Err(EngineError::NoSuchBox(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `box close`: SIGKILL to every process of the box (through its cgroup, which holds even the
 /// processes that double-forked away; without a cgroup, the pid namespace's init takes its
 /// namespace down with it), then remove the box.
 fn close(engine: &Engine, boxes: &[String]) -> Result<()> {
     for name in boxes {
         let rec = engine.get(name)?;
-        stop_box(engine, &rec, Signal::SIGKILL, Duration::ZERO)?;
+        super::boxes::stop_box(engine, &rec, Signal::SIGKILL, true, Duration::ZERO)?;
         match engine.remove(&rec.id, true) {
             Ok(_) | Err(EngineError::NoSuchBox(_)) => {}
             Err(e) => return Err(e.into()),
@@ -406,11 +378,12 @@ fn close(engine: &Engine, boxes: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `box restart`: stop (SIGTERM, SIGKILL after `grace`), then start detached.
+/// `box restart`: stop as `box stop` (SIGTERM to the init, SIGKILL after `grace`; a paused box
+/// is thawed), then start detached.
 fn restart(engine: &Engine, boxes: &[String], grace: Duration) -> Result<()> {
     for name in boxes {
         let rec = engine.get(name)?;
-        stop_box(engine, &rec, Signal::SIGTERM, grace)?;
+        super::boxes::stop_box(engine, &rec, Signal::SIGTERM, false, grace)?;
         let rec = engine.get(&rec.id).with_context(|| {
             format!(
                 "box {} was removed when it stopped (--rm): nothing to restart",

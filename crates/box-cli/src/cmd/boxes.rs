@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
-use box_engine::db::{BoxRecord, BoxState};
+use box_engine::db::{BoxRecord, BoxState, StateChange};
 use box_engine::engine::Engine;
+use box_engine::error::EngineError;
 use box_engine::paths::Paths;
 use box_engine::spec::{self, BoxSpec, RestartPolicy};
 use box_engine::supervisor;
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::cli::{BoxOptions, Format};
@@ -291,6 +293,13 @@ pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
         if rec.state == BoxState::Running {
             bail!("box {} is already running", rec.name);
         }
+        if rec.state == BoxState::Paused {
+            bail!(
+                "box {} is paused: box unpause {} instead",
+                rec.name,
+                rec.name
+            );
+        }
         if attach {
             last = start_attached(engine, &rec)?;
         } else {
@@ -301,42 +310,75 @@ pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
     Ok(last)
 }
 
-/// `box stop`: SIGTERM, then SIGKILL after `timeout`; never restarted by its policy.
+/// `box stop`: SIGTERM to the init, then SIGKILL after `timeout`; never restarted by its
+/// policy. A paused box is thawed after the signal, so that it takes it (as docker does).
 pub fn stop(engine: &Engine, boxes: &[String], timeout: Duration) -> Result<()> {
     for name in boxes {
         let rec = engine.get(name)?;
-        if rec.state != BoxState::Running && rec.state != BoxState::Paused {
-            println!("{}", rec.name);
-            continue;
-        }
-        supervisor::request_stop(engine.paths(), &rec.id)?;
-        let rt = engine.runtime()?;
-        let _ = rt.kill(&rec.id, nix::sys::signal::Signal::SIGTERM, false);
-        let deadline = Instant::now() + timeout;
-        while engine.get(&rec.id)?.state == BoxState::Running && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if engine.get(&rec.id)?.state == BoxState::Running {
-            let _ = rt.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true);
-        }
-        supervisor::wait_exit(engine.paths(), &rec.id)?;
+        stop_box(engine, &rec, Signal::SIGTERM, false, timeout)?;
         println!("{}", rec.name);
     }
     Ok(())
 }
 
-/// `box kill`.
+/// Ends an active box (running or paused; otherwise nothing to do) and waits for its supervisor
+/// to record the end: `signal` to its init (with `all`, to every process of its cgroup), a
+/// paused box thawed right after so that the signal is delivered, then SIGKILL to every process
+/// when it still lives after `grace`. A box removed when it ends (`--rm`) is fine.
+pub(crate) fn stop_box(
+    engine: &Engine,
+    rec: &BoxRecord,
+    signal: Signal,
+    all: bool,
+    grace: Duration,
+) -> Result<()> {
+    if !rec.state.is_active() {
+        return Ok(());
+    }
+    supervisor::request_stop(engine.paths(), &rec.id)?;
+    let rt = engine.runtime()?;
+    let _ = rt.kill(&rec.id, signal, all);
+    thaw_if_paused(engine, &rt, rec);
+    let ended = |e: &Engine| e.get(&rec.id).map(|r| !r.state.is_active()).unwrap_or(true);
+    let deadline = Instant::now() + grace;
+    while !ended(engine) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !ended(engine) {
+        let _ = rt.kill(&rec.id, Signal::SIGKILL, true);
+        thaw_if_paused(engine, &rt, rec);
+    }
+    match supervisor::wait_exit(engine.paths(), &rec.id) {
+        Ok(_) | Err(EngineError::NoSuchBox(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Thaws a box recorded as paused, after it was signalled: a frozen process takes its signal
+/// only once thawed. The record goes back to `running` (only if still `paused`: an end the
+/// supervisor recorded meanwhile stays).
+fn thaw_if_paused(engine: &Engine, rt: &box_runtime::Runtime, rec: &BoxRecord) {
+    if rec.state == BoxState::Paused {
+        let _ = rt.resume(&rec.id);
+        let _ = engine.db().update_state(&rec.id, &StateChange::Unpaused);
+    }
+}
+
+/// `box kill`: `signal` to every process of the box; a paused box is thawed after it, so that
+/// the signal is delivered (as docker does).
 pub fn kill(engine: &Engine, boxes: &[String], signal: &str) -> Result<()> {
     let sig = box_runtime::signals::parse_signal(signal)?;
     for name in boxes {
         let rec = engine.get(name)?;
-        if rec.state != BoxState::Running {
+        if !rec.state.is_active() {
             bail!("box {} is not running", rec.name);
         }
-        if sig == nix::sys::signal::Signal::SIGKILL || sig == nix::sys::signal::Signal::SIGTERM {
+        if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
             supervisor::request_stop(engine.paths(), &rec.id)?;
         }
-        engine.runtime()?.kill(&rec.id, sig, true)?;
+        let rt = engine.runtime()?;
+        rt.kill(&rec.id, sig, true)?;
+        thaw_if_paused(engine, &rt, &rec);
         println!("{}", rec.name);
     }
     Ok(())
