@@ -1,6 +1,6 @@
 //! `box` with boxes, end to end on the offline host image: run in the foreground and detached,
 //! ps, logs, exec, stop, kill, rm, --rm, wait, export, diff, rename, clear errors, a
-//! supervisor killed with -9, and stop/kill/restart/rm -f/close of a paused box.
+//! supervisor killed with -9, stop/kill/restart/rm -f/close of a paused box, and exec -d.
 
 mod support;
 
@@ -330,4 +330,29 @@ fn a_paused_box_is_stopped_killed_restarted_and_removed() {
     start_paused(&d, "trapper");
     ok_within(&d, &["close", "trapper"], Duration::from_secs(20));
     assert_eq!(d.ok(&["ps", "-a", "-q"]), "", "nothing left");
+}
+
+#[test]
+fn exec_detached_returns_at_once_and_keeps_nothing_of_the_caller() {
+    if !require_root("exec_detached_returns_at_once_and_keeps_nothing_of_the_caller") {
+        return;
+    }
+    let d = Data::new("");
+    d.ok(&["run", "-d", "--name", "ed", "host", "sleep", "1000"]);
+    // output() reads stdout and stderr to their ends: it returns only once no process holds them.
+    let start = Instant::now();
+    let out = d.boxc(&["exec", "-d", "ed", "sh", "-c", DETACHED_EXEC_SCRIPT]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out), (String::new(), String::new()), "prints nothing");
+    assert!(
+        took < Duration::from_millis(800),
+        "returned after {took:?}: the detached process (sleep 1) held the caller's pipes"
+    );
+    let got = wait_for(Duration::from_secs(10), "the detached process", || {
+        let out = d.boxc(&["exec", "ed", "cat", "/tmp/x"]);
+        let t = text(&out).0;
+        t.ends_with("hi\n").then_some(t)
+    });
+    assert_eq!(got, DETACHED_EXEC_LEAVES);
 }

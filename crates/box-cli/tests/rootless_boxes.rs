@@ -1,5 +1,5 @@
 //! Rootless boxes: `box` run as the test user `boxtest` (through setpriv, with its own HOME and
-//! XDG_RUNTIME_DIR): run --rm in the foreground, run -d + logs + exec + rm -f, and the ownership
+//! XDG_RUNTIME_DIR): run --rm in the foreground, run -d + logs + exec + exec -d + rm -f, and the ownership
 //! on the host of files made in a box (root in the box is the user, other ids come from the user's
 //! subordinate range).
 
@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -219,6 +219,23 @@ fn rootless_detached_box_logs_execs_is_removed_and_owns_files_in_the_subuid_rang
     );
     let out = u.boxc(&["exec", "rl", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "exec's exit code");
+    // exec -d: back at once, printing nothing, the caller's pipes left alone (output() reads
+    // them to their ends); the process runs on, detached.
+    let start = Instant::now();
+    let out = u.boxc(&["exec", "-d", "rl", "sh", "-c", DETACHED_EXEC_SCRIPT]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "exec -d failed: {out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    assert!(
+        took < Duration::from_millis(800),
+        "returned after {took:?}: the detached process (sleep 1) held the caller's pipes"
+    );
+    let got = wait_for(Duration::from_secs(10), "the detached process", || {
+        let t =
+            String::from_utf8_lossy(&u.boxc(&["exec", "rl", "cat", "/tmp/x"]).stdout).into_owned();
+        t.ends_with("hi\n").then_some(t)
+    });
+    assert_eq!(got, DETACHED_EXEC_LEAVES);
     let inspect: serde_json::Value =
         serde_json::from_str(&u.ok(&["inspect", "rl"])).expect("inspect JSON");
     let sup = inspect[0]["State"]["SupervisorPid"]

@@ -226,25 +226,18 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
             command,
         } => {
             let engine = engine()?;
-            let run = || {
-                super::boxes::exec(
-                    &engine,
-                    &name,
-                    &command,
-                    super::boxes::ExecFlags {
-                        tty,
-                        detach,
-                        env: Vec::new(),
-                        workdir: None,
-                        user: None,
-                    },
-                )
-            };
-            if detach {
-                with_null_stdio(run)
-            } else {
-                run()
-            }
+            super::boxes::exec(
+                &engine,
+                &name,
+                &command,
+                super::boxes::ExecFlags {
+                    tty,
+                    detach,
+                    env: Vec::new(),
+                    workdir: None,
+                    user: None,
+                },
+            )
         }
         SessionCommand::Peek {
             detach,
@@ -272,40 +265,6 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
         SessionCommand::Completion { shell } => done(completion(shell)),
         SessionCommand::Man { dir } => done(man(&dir)),
     }
-}
-
-/// Runs `f` with stdin, stdout and stderr on /dev/null, restored afterwards: a detached
-/// `use -d` process must not keep the caller's terminal or pipes (a caller reading our output
-/// to its end would wait for the process).
-fn with_null_stdio<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    use std::os::fd::AsRawFd;
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .context("cannot open /dev/null")?;
-    let mut saved = Vec::new();
-    for fd in 0..3 {
-        // SAFETY: F_DUPFD_CLOEXEC duplicates one of our standard descriptors to a new number.
-        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        saved.push(copy);
-        if copy >= 0 {
-            // SAFETY: dup2 of our own open /dev/null onto a standard descriptor.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
-    let _ = std::io::stdout().flush();
-    let result = f();
-    for (fd, copy) in saved.into_iter().enumerate() {
-        if copy >= 0 {
-            // SAFETY: puts back the saved descriptor and closes the copy, both ours.
-            unsafe {
-                libc::dup2(copy, fd as libc::c_int);
-                libc::close(copy);
-            }
-        }
-    }
-    result
 }
 
 fn box_bin() -> Result<PathBuf> {

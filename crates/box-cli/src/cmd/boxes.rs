@@ -237,7 +237,8 @@ pub struct ExecFlags {
 }
 
 /// `box exec`: a process in a running box, made from the box's own process (its env, user,
-/// capabilities), with the flags on top. Its stdio is this command's.
+/// capabilities), with the flags on top. Its stdio is this command's; detached (`-d`), it gets
+/// /dev/null instead (and its own session) and this command returns at once, printing nothing.
 pub fn exec(engine: &Engine, name: &str, command: &[String], f: ExecFlags) -> Result<i32> {
     let rec = engine.get(name)?;
     if rec.state != BoxState::Running {
@@ -279,10 +280,52 @@ pub fn exec(engine: &Engine, name: &str, command: &[String], f: ExecFlags) -> Re
         detach: f.detach,
         preserve_fds: 0,
     };
-    Ok(match engine.runtime()?.exec(&rec.id, &opts)? {
+    let rt = engine.runtime()?;
+    let outcome = if f.detach {
+        with_null_stdio(|| Ok(rt.exec(&rec.id, &opts)?))?
+    } else {
+        rt.exec(&rec.id, &opts)?
+    };
+    Ok(match outcome {
         box_runtime::RunOutcome::Detached => 0,
         box_runtime::RunOutcome::Exited(code) => code,
     })
+}
+
+/// Runs `f` with stdin, stdout and stderr on /dev/null, restored afterwards: a detached
+/// `exec -d` (`use -d`) process must not keep the caller's terminal or pipes (a caller reading
+/// our output to its end would wait for the process).
+fn with_null_stdio<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null")?;
+    let _ = std::io::stdout().flush();
+    let mut saved = Vec::new();
+    for fd in 0..3 {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates one of our standard descriptors to a new number
+        // (-1 when the caller left it closed).
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        saved.push(copy);
+        // SAFETY: dup2 of our own open /dev/null onto a standard descriptor.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    let result = f();
+    for (fd, copy) in saved.into_iter().enumerate() {
+        // SAFETY: puts back the saved descriptor and closes the copy, both ours; a standard
+        // descriptor that was closed before is closed again.
+        unsafe {
+            if copy >= 0 {
+                libc::dup2(copy, fd as libc::c_int);
+                libc::close(copy);
+            } else {
+                libc::close(fd as libc::c_int);
+            }
+        }
+    }
+    result
 }
 
 /// `box start`.
