@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Fresh Debian/Ubuntu machine → Box installed and a demo box run:
+# Fresh Debian/Ubuntu machine → Box installed and a box run:
 #   sudo ./scripts/install.sh
-# Installs the system packages, builds box-runc (release), installs it to /usr/local/bin, makes a
-# busybox bundle in /var/lib/box/demo-bundle and runs it.
+# Installs the system packages, builds Box's binaries (release), installs them to
+# /usr/local/bin ($BINDIR), runs a box through the engine with the offline `host` image, and
+# leaves a busybox bundle for box-runc in /var/lib/box/demo-bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (sudo ./scripts/install.sh)" >&2; exit 1; }
 ./scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-cargo build --release --bin box-runc
-# Immutable once installed: no box can ever open the runtime binary for writing (CVE-2019-5736),
-# and box-runc then needs no protective re-exec at start. Upgrades clear the flag first.
-[ -e /usr/local/bin/box-runc ] && chattr -i /usr/local/bin/box-runc 2>/dev/null || true
-install -m 0755 "$CARGO_TARGET_DIR/release/box-runc" /usr/local/bin/box-runc
-chattr +i /usr/local/bin/box-runc 2>/dev/null || echo "install.sh: chattr +i unsupported here; box-runc will protect itself by re-executing read-only" >&2
+BINDIR="${BINDIR:-/usr/local/bin}"
 
+# Every binary built and installed. The supervisor is its own program where this tree has it.
+BINS="box box-runc"
+if test -e crates/box-cli/src/bin/box-supervisor.rs; then BINS="$BINS box-supervisor"; fi
+# shellcheck disable=SC2046 # one --bin per name
+cargo build --release $(printf -- '--bin %s ' $BINS)
+mkdir -p "$BINDIR"
+for bin in $BINS; do
+    # Immutable once installed: no box can ever open a binary that makes or enters boxes for
+    # writing (CVE-2019-5736), and box-runc then needs no protective re-exec at start. Upgrades
+    # clear the flag first.
+    [ -e "$BINDIR/$bin" ] && chattr -i "$BINDIR/$bin" 2>/dev/null || true
+    install -m 0755 "$CARGO_TARGET_DIR/release/$bin" "$BINDIR/$bin"
+    chattr +i "$BINDIR/$bin" 2>/dev/null || echo "install.sh: cannot chattr +i $bin here; box-runc then protects itself by re-executing read-only" >&2
+done
+
+# A box through the engine: the host image is made offline on first use.
+"$BINDIR/box" run --rm host sh -c 'echo "Hello from a box: hostname $(hostname), pid $$, uid $(id -u)"'
+
+# A bundle for box-runc (see README: box-runc).
 BUNDLE=/var/lib/box/demo-bundle
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/rootfs"/{bin,proc,sys,dev,tmp,etc,root}
@@ -23,11 +38,9 @@ cp /bin/busybox "$BUNDLE/rootfs/bin/busybox"
 chroot "$BUNDLE/rootfs" /bin/busybox --install -s /bin
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$BUNDLE/rootfs/etc/passwd"
 printf 'root:x:0:\n' > "$BUNDLE/rootfs/etc/group"
-(cd "$BUNDLE" && box-runc spec)
-# Non-interactive demo: no terminal, print something from inside the box.
-jq '.process.terminal = false
-    | .process.args = ["sh", "-c", "echo Hello from a box: hostname $(hostname), pid $$, uid $(id -u)"]' \
+(cd "$BUNDLE" && "$BINDIR/box-runc" spec)
+jq '.process.terminal = false | .process.args = ["echo", "Hello from box-runc"]' \
     "$BUNDLE/config.json" > "$BUNDLE/config.json.new"
 mv "$BUNDLE/config.json.new" "$BUNDLE/config.json"
-box-runc run --bundle "$BUNDLE" "demo-$$"
-echo "install.sh: box-runc installed to /usr/local/bin; demo bundle in $BUNDLE"
+"$BINDIR/box-runc" run --bundle "$BUNDLE" "demo-$$"
+echo "install.sh: $BINS installed to $BINDIR; box-runc demo bundle in $BUNDLE"
