@@ -133,7 +133,9 @@ impl Runtime {
     pub fn state(&self, id: &str) -> Result<serde_json::Value> {
         let record = self.root.load(id)?;
         let status = record.status(&self.root);
-        Ok(record.oci_state(status))
+        let mut state = record.oci_state(status);
+        state["owner"] = record.owner_name().into();
+        Ok(state)
     }
 
     /// Every box with its status.

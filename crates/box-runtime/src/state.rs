@@ -258,7 +258,6 @@ impl BoxRecord {
             "bundle": self.bundle,
             "rootfs": self.rootfs,
             "created": self.created,
-            "owner": owner_name(self.owner),
         });
         if status != Status::Stopped {
             v["pid"] = self.pid.into();
@@ -272,12 +271,16 @@ impl BoxRecord {
     }
 }
 
-fn owner_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
+impl BoxRecord {
+    /// The name of the user who created the box (its uid when unnamed), as `state` and `list`
+    /// show it. Not part of the hooks' state: a user database lookup costs time on every start.
+    pub fn owner_name(&self) -> String {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.owner))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| self.owner.to_string())
+    }
 }
 
 /// Now as RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T07:53:03.123456789Z`.

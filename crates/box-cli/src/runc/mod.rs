@@ -249,7 +249,7 @@ fn list(rt: &Runtime, format: Format, quiet: bool) -> Result<()> {
                     "bundle": r.bundle,
                     "rootfs": r.rootfs,
                     "created": r.created,
-                    "owner": st["owner"],
+                    "owner": r.owner_name(),
                     "annotations": st.get("annotations").cloned().unwrap_or(json!({})),
                 })
             })
@@ -267,7 +267,7 @@ fn list(rt: &Runtime, format: Format, quiet: bool) -> Result<()> {
                 s.as_str().to_string(),
                 r.bundle.display().to_string(),
                 r.created.clone(),
-                st["owner"].as_str().unwrap_or_default().to_string(),
+                r.owner_name(),
             ]
         })
         .collect();
