@@ -204,6 +204,13 @@ pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every `box` command is a short process: a checkpoint when its connection closes would
+    // make each one pay fsyncs, and delete the WAL so the next one re-creates it (more
+    // fsyncs). The WAL stays; SQLite's automatic checkpoint (every 1000 pages) keeps it small.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     Ok(conn)
 }
 
