@@ -75,6 +75,8 @@ pub struct Snapshot {
     id: String,
     root: PathBuf,
     meta: SnapshotMeta,
+    /// Mount the overlay `volatile` (see [`Snapshot::set_volatile`]); not persisted.
+    volatile: bool,
 }
 
 impl Snapshot {
@@ -127,6 +129,7 @@ impl Snapshot {
                 force_copy: false,
                 kind: None,
             },
+            volatile: false,
         };
         snap.save_meta()?;
         fs::rename(&tmp, &root)
@@ -146,6 +149,7 @@ impl Snapshot {
             id: id.to_string(),
             root,
             meta,
+            volatile: false,
         })
     }
 
@@ -157,6 +161,13 @@ impl Snapshot {
         })?;
         fs::write(&tmp, text).ctx(|| format!("cannot write {}", tmp.display()))?;
         fs::rename(&tmp, &path).ctx(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Makes [`Snapshot::mount`] mount the overlay with `volatile` (no syncs of the upper
+    /// directory, so the unmount does not wait for the disk), for boxes whose changes are
+    /// removed with them anyway (`--rm`). Kernels without the option get a normal mount.
+    pub fn set_volatile(&mut self, volatile: bool) {
+        self.volatile = volatile;
     }
 
     /// Makes [`Snapshot::mount`] copy the layers instead of trying overlay (for file systems
@@ -205,10 +216,11 @@ impl Snapshot {
     /// only inside a user and mount namespace the caller owns (the runtime mounts it there).
     pub fn mount_options(&self) -> OverlayOptions {
         let tail = format!(
-            ",upperdir={},workdir={}{}",
+            ",upperdir={},workdir={}{}{}",
             escape(&self.upper()),
             escape(&self.work()),
-            if self.meta.rootless { ",userxattr" } else { "" }
+            if self.meta.rootless { ",userxattr" } else { "" },
+            if self.volatile { ",volatile" } else { "" }
         );
         let absolute = join_lowers(self.meta.lowers.iter().map(|p| p.as_os_str()));
         if "lowerdir=".len() + absolute.len() + tail.len() <= MOUNT_DATA_MAX {
@@ -256,7 +268,15 @@ impl Snapshot {
             self.copy_layers()?;
             MountKind::Copy
         } else {
-            match self.mount_overlay() {
+            let mut mounted = self.mount_overlay();
+            if self.volatile
+                && mounted.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EINVAL)
+            {
+                // A kernel older than 5.10 does not know `volatile`.
+                self.volatile = false;
+                mounted = self.mount_overlay();
+            }
+            match mounted {
                 Ok(()) => MountKind::Overlay,
                 Err(e) => {
                     let errno = e.raw_os_error();
@@ -284,8 +304,10 @@ impl Snapshot {
                 }
             }
         };
-        self.meta.kind = Some(kind);
-        self.save_meta()?;
+        if self.meta.kind != Some(kind) {
+            self.meta.kind = Some(kind);
+            self.save_meta()?;
+        }
         Ok(kind)
     }
 

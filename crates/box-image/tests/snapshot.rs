@@ -88,6 +88,34 @@ fn snapshot_overlay_shows_layers_writes_upper_and_diffs() {
 }
 
 #[test]
+fn volatile_snapshot_mounts_with_the_option_and_is_removed_whole() {
+    if !require_root("volatile_snapshot_mounts_with_the_option_and_is_removed_whole") {
+        return;
+    }
+    let tmp = TempDir::new("snap-volatile");
+    let lowers = two_layers(&tmp, false);
+    let data = tmp.join("data");
+    let mut snap = Snapshot::create(&data, "box1", &lowers, false).unwrap();
+    snap.set_volatile(true);
+    assert!(snap.mount_options().data.ends_with(",volatile"));
+    assert_eq!(snap.mount().unwrap(), MountKind::Overlay);
+    let merged = snap.merged();
+    let options = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(merged.to_str().unwrap()))
+        .map(str::to_string)
+        .expect("merged is in mountinfo");
+    assert!(options.contains("volatile"), "not volatile: {options}");
+    fs::write(merged.join("new"), "n").unwrap();
+    assert_eq!(fs::read_to_string(snap.upper().join("new")).unwrap(), "n");
+    let root = data.join("snapshots/box1");
+    snap.remove().unwrap();
+    assert!(!root.exists());
+    assert!(mounts_under(tmp.path()).is_empty());
+}
+
+#[test]
 fn snapshot_copy_fallback_applies_whiteouts_and_diffs() {
     if !require_root("snapshot_copy_fallback_applies_whiteouts_and_diffs") {
         return;
