@@ -4,12 +4,14 @@
 #         same tarball podman gets) vs `podman run --rm --network none bb true` vs raw `crun run` of
 #         /bin/true on a busybox bundle (the floor a box engine adds to);
 #   exec: `box exec B true` into a running box vs `podman exec P true`;
-#   RSS:  the `box __supervise` process of a running box vs conmon of a running podman box.
+#   RSS:  a running box's supervisor (then the lean `box-supervisor` image) vs conmon of a running
+#         podman box.
 #
 #   sudo BOX_PEER_VIEW=$PWD/../shared/tools/peer-view bench/engine.sh     # RUNS=40 WARMUP=5
 #   sudo BOX_BIN=/usr/local/bin/box RUNS=100 bench/engine.sh
 #
-# `box` is a release build (`cargo build --release --bin box`, or BOX_BIN) installed immutable (as
+# `box` and `box-supervisor` are release builds (`cargo build --release`, or BOX_BIN and the
+# box-supervisor next to it) installed side by side and immutable (as
 # scripts/install.sh does: no protective re-exec; BOX_BENCH_MUTABLE=1 measures the re-exec path).
 # podman has a private --root/--runroot/--tmpdir, the cgroupfs manager and file events; with
 # BOX_PEER_VIEW set the whole benchmark (box too, so all pay the same) runs inside that view, which
@@ -33,9 +35,11 @@ done
 
 if [ -z "${BOX_BIN:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-    (cd "$HERE/.." && cargo build --release --bin box >&2)
+    (cd "$HERE/.." && cargo build --release --bin box --bin box-supervisor >&2)
     BOX_BIN="$CARGO_TARGET_DIR/release/box"
 fi
+SUPERVISOR_BIN="$(dirname "$BOX_BIN")/box-supervisor"
+[ -x "$SUPERVISOR_BIN" ] || { echo "missing $SUPERVISOR_BIN (it must sit next to box)" >&2; exit 1; }
 
 P="$BENCH_DIR/podman"
 cleanup() {
@@ -46,7 +50,9 @@ cleanup() {
         system reset -f >/dev/null 2>&1 || true
     { grep -F -e " $BENCH_DIR/" -e " $BOX_DATA/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r |
         while read -r m; do umount -l "$m" || true; done
-    { [ -e "$BENCH_DIR/bin/box" ] && chattr -i "$BENCH_DIR/bin/box"; } 2>/dev/null || true
+    for b in box box-supervisor; do
+        { [ -e "$BENCH_DIR/bin/$b" ] && chattr -i "$BENCH_DIR/bin/$b"; } 2>/dev/null || true
+    done
     rm -rf "$BENCH_DIR/bundle" "$BENCH_DIR/crun" "$P" "$BOX_DATA"
 }
 cleanup
@@ -54,7 +60,8 @@ rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/results" "$BENCH_DIR/bin" "$BENCH_DIR/crun" "$P"/{root,runroot,tmp}
 trap cleanup EXIT
 install -m 0755 "$BOX_BIN" "$BENCH_DIR/bin/box"
-[ -n "${BOX_BENCH_MUTABLE:-}" ] || chattr +i "$BENCH_DIR/bin/box"
+install -m 0755 "$SUPERVISOR_BIN" "$BENCH_DIR/bin/box-supervisor"
+[ -n "${BOX_BENCH_MUTABLE:-}" ] || chattr +i "$BENCH_DIR/bin/box" "$BENCH_DIR/bin/box-supervisor"
 BOX="$BENCH_DIR/bin/box --root $BOX_DATA"
 
 # The busybox rootfs: the crun bundle, and as a tarball the image box and podman import.

@@ -12,9 +12,9 @@ export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
 BINDIR="${BINDIR:-/usr/local/bin}"
 
-# Every binary built and installed. The supervisor is its own program where this tree has it.
-BINS="box box-runc"
-if test -e crates/box-cli/src/bin/box-supervisor.rs; then BINS="$BINS box-supervisor"; fi
+# Every binary built and installed; box-supervisor must sit next to box (the lean image of a
+# box's supervisor, see docs/engine.md).
+BINS="box box-runc box-supervisor"
 # shellcheck disable=SC2046 # one --bin per name
 cargo build --release $(printf -- '--bin %s ' $BINS)
 mkdir -p "$BINDIR"

@@ -3,37 +3,12 @@
 //! ends a line, P: a partial line continued by the next record of the same stream) — written by
 //! the supervisor ([`LogWriter`]) and read back by `box logs` ([`read`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Which output stream a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// The box's standard output (also everything from a terminal).
-    Stdout,
-    /// The box's standard error.
-    Stderr,
-}
-
-impl Stream {
-    /// The name used in the log file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        }
-    }
-}
+pub use box_supervisor::log::{format_rfc3339, LogWriter, Stream};
 
 /// One parsed record of the log file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,63 +47,6 @@ pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
         full,
         data,
     })
-}
-
-/// Appends records to a box's log file. Every record goes out in one `write(2)` on an
-/// `O_APPEND` descriptor, so a reader never waits on a buffer and a crash loses at most the
-/// record being written.
-#[derive(Debug)]
-pub struct LogWriter {
-    file: File,
-    buf: Vec<u8>,
-}
-
-impl LogWriter {
-    /// Opens (creating, mode 0640) the log file at `path` for appending.
-    pub fn open(path: &Path) -> io::Result<LogWriter> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| with_path(e, "cannot open log file", path))?;
-        Ok(LogWriter {
-            file,
-            buf: Vec::with_capacity(512),
-        })
-    }
-
-    /// Logs a chunk read from `stream`, stamped now: one F record per complete line, and a P
-    /// record for a trailing piece without its newline (the next chunk of that stream goes on).
-    pub fn write(&mut self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
-        self.write_at(SystemTime::now(), stream, chunk)
-    }
-
-    /// [`LogWriter::write`] with a given time (tests, replays).
-    pub fn write_at(&mut self, time: SystemTime, stream: Stream, chunk: &[u8]) -> io::Result<()> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let stamp = format_rfc3339(time);
-        self.buf.clear();
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            let (data, full, next) = match rest.iter().position(|b| *b == b'\n') {
-                Some(i) => (&rest[..i], true, &rest[i + 1..]),
-                None => (rest, false, &rest[rest.len()..]),
-            };
-            self.buf.extend_from_slice(stamp.as_bytes());
-            self.buf.push(b' ');
-            self.buf.extend_from_slice(stream.as_str().as_bytes());
-            self.buf
-                .extend_from_slice(if full { b" F " } else { b" P " });
-            self.buf.extend_from_slice(data);
-            self.buf.push(b'\n');
-            rest = next;
-        }
-        self.file.write_all(&self.buf)
-    }
 }
 
 /// What `box logs` asks for.
@@ -285,13 +203,6 @@ impl Printer<'_, '_> {
         }
         Ok(())
     }
-}
-
-/// Formats a time as RFC 3339 UTC with nanoseconds (`2026-11-23T07:53:03.123456789Z`); the fixed
-/// width makes the log's times sort as text.
-pub fn format_rfc3339(time: SystemTime) -> String {
-    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    box_runtime::state::rfc3339(d.as_secs(), d.subsec_nanos())
 }
 
 /// Parses an RFC 3339 time: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` (`t`/space for `T`, `z`).

@@ -1,18 +1,10 @@
 //! supervisor: the small process that owns one box from start to end (`box __supervise <id>`).
 //! It mounts the box's snapshot in a mount namespace of its own, creates and starts the box
-//! through box-runtime with its stdio on pipes (or a pty), logs the output, serves the attach
-//! socket, waits for the end, records it, and applies `--rm` and the restart policy. It is one
-//! thread around one `poll(2)` loop: no async runtime, so it stays small.
-//!
-//! # Attach protocol (`<run>/boxes/<id>/attach.sock`, unix stream)
-//! The client sends one hello byte: `r` read-only; `w` wants stdin (granted when nobody holds
-//! it); `W` takes stdin over (the previous holder is disconnected); `o`/`O` like `w`/`W`, and
-//! the end of this client's input (EOF) closes the box's stdin (`box run -i` with piped input).
-//! Then the supervisor sends frames — 1 byte stream (1 stdout, 2 stderr, 3 exit), 4 bytes
-//! big-endian length, data — and a stdin holder's bytes go to the box's stdin. Frame 3 carries
-//! the box's exit code (4 bytes BE) and is the last one; the socket closes after it. A client
-//! that falls more than [`CLIENT_BACKLOG`] bytes behind is disconnected. Detach keys are the
-//! client's business (it just disconnects).
+//! through box-runtime with its stdio on pipes (or a pty), then becomes the lean
+//! `box-supervisor` image (crate box-supervisor: the I/O loop, the log, the attach socket) until
+//! the box ends; back in this image it records the end and applies `--rm` and the restart
+//! policy. One thread around one `poll(2)` loop, no async runtime, so it stays small. The
+//! attach protocol is described in [`box_supervisor::hub`].
 //!
 //! # Spawning
 //! [`spawn`] starts `box __supervise <id>` detached (double fork + setsid, stdio on /dev/null)
@@ -23,15 +15,22 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use box_image::snapshot::Snapshot;
 use box_runtime::{CreateOptions, Runtime};
+use box_supervisor::handover::{self, Handover};
+use box_supervisor::hub::Hub;
+use box_supervisor::log::LogWriter;
+use box_supervisor::pump::{pump, BoxIo};
+pub use box_supervisor::{CLIENT_BACKLOG, FRAME_ATTACHED, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
 
-use crate::db::{now_ms, process_alive, process_start_time, BoxDb, BoxState, StateChange};
+use crate::db::{
+    now_ms, process_alive, process_start_time, BoxDb, BoxRecord, BoxState, StateChange,
+};
 use crate::error::{EngineError, IoContext, Result};
-use crate::logs::{LogWriter, Stream};
 use crate::paths::Paths;
 use crate::spec::RestartPolicy;
 
@@ -48,14 +47,10 @@ pub const ATTACH_FIRST_ENV: &str = "BOX_SUPERVISOR_ATTACH_FIRST";
 const ATTACH_FIRST_WAIT: Duration = Duration::from_secs(30);
 /// The hidden subcommand of the `box` binary that runs [`run`].
 pub const SUBCOMMAND: &str = "__supervise";
-/// A client further behind than this many bytes of output is disconnected.
-pub const CLIENT_BACKLOG: usize = 4 << 20;
-/// Frame stream ids on the attach socket.
-pub const FRAME_STDOUT: u8 = 1;
-/// See [`FRAME_STDOUT`].
-pub const FRAME_STDERR: u8 = 2;
-/// See [`FRAME_STDOUT`]: the last frame, 4 bytes of exit code.
-pub const FRAME_EXIT: u8 = 3;
+/// The lean image's binary, looked for next to the running executable.
+pub const LEAN_BIN: &str = "box-supervisor";
+/// Names the lean image's binary instead (installs that keep it elsewhere).
+pub const LEAN_BIN_ENV: &str = "BOX_SUPERVISOR_LEAN_BIN";
 /// The marker `request_stop` leaves so that a stop by the user is not restarted.
 const STOP_MARKER: &str = "stop-requested";
 
@@ -66,9 +61,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// and waits until it reports the box started (returns the supervisor's pid) or failed (the
 /// error carries its reason).
 pub fn spawn(box_bin: &Path, paths: &Paths, id: &str) -> Result<i32> {
-    let mut cmd = Command::new(box_bin);
-    cmd.arg(SUBCOMMAND).arg(id);
-    spawn_command(cmd, paths, id)
+    spawn_inner(supervise_command(box_bin, id), paths, id, None).map(|(pid, _)| pid)
 }
 
 /// [`spawn`] with the command given: the program and its arguments are the caller's; this adds
@@ -88,9 +81,10 @@ pub fn spawn_attached(
     id: &str,
     hello: u8,
 ) -> Result<(i32, UnixStream)> {
-    let mut cmd = Command::new(box_bin);
-    cmd.arg(SUBCOMMAND).arg(id);
-    spawn_command_attached(cmd, paths, id, hello)
+    attached(
+        spawn_inner(supervise_command(box_bin, id), paths, id, Some(hello))?,
+        id,
+    )
 }
 
 /// [`spawn_attached`] with the command given (tests run themselves as the supervisor).
@@ -100,23 +94,69 @@ pub fn spawn_command_attached(
     id: &str,
     hello: u8,
 ) -> Result<(i32, UnixStream)> {
-    let (pid, stream) = spawn_inner(cmd, paths, id, Some(hello))?;
+    attached(spawn_inner(cmd, paths, id, Some(hello))?, id)
+}
+
+fn attached((pid, stream): (i32, Option<UnixStream>), id: &str) -> Result<(i32, UnixStream)> {
     let stream = stream.ok_or_else(|| {
         EngineError::WrongState(format!("the supervisor of box {id} never listened"))
     })?;
     Ok((pid, stream))
 }
 
+fn supervise_command(box_bin: &Path, id: &str) -> Command {
+    let mut cmd = Command::new(box_bin);
+    cmd.arg(SUBCOMMAND).arg(id);
+    cmd
+}
+
 fn spawn_inner(
-    mut cmd: Command,
+    cmd: Command,
     paths: &Paths,
     id: &str,
     attach: Option<u8>,
 ) -> Result<(i32, Option<UnixStream>)> {
-    if attach.is_some() {
+    let (read_end, write_end) = pipe()?;
+    launch(cmd, paths, id, attach.is_some(), write_end)?;
+    let mut lines = std::io::BufReader::new(std::fs::File::from(read_end));
+    let mut next_line = || -> Result<String> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line)
+            .ctx(|| format!("cannot read from the supervisor of box {id}"))?;
+        Ok(line.trim_end().to_string())
+    };
+    let mut line = next_line()?;
+    let mut stream = None;
+    if let (Some(hello), "listening") = (attach, line.as_str()) {
+        stream = Some(connect_attach(paths, id, hello)?);
+        line = next_line()?;
+    }
+    if let Some(pid) = line.strip_prefix("started ") {
+        let pid = pid.trim().parse().map_err(|_| {
+            EngineError::WrongState(format!("the supervisor of box {id} said {line:?}"))
+        })?;
+        return Ok((pid, stream));
+    }
+    if let Some(why) = line.strip_prefix("failed ") {
+        return Err(EngineError::WrongState(format!(
+            "cannot start box {id}: {why}"
+        )));
+    }
+    Err(EngineError::WrongState(format!(
+        "the supervisor of box {id} exited without starting it (see box inspect {id})"
+    )))
+}
+
+fn launch(
+    mut cmd: Command,
+    paths: &Paths,
+    id: &str,
+    attach_first: bool,
+    write_end: OwnedFd,
+) -> Result<()> {
+    if attach_first {
         cmd.env(ATTACH_FIRST_ENV, "1");
     }
-    let (read_end, write_end) = pipe()?;
     let wfd = write_end.as_raw_fd();
     cmd.env(SYNC_FD_ENV, wfd.to_string())
         .env(DATA_DIR_ENV, &paths.data)
@@ -147,33 +187,7 @@ fn spawn_inner(
         .ctx(|| format!("cannot start the supervisor of box {id}"))?;
     drop(write_end);
     let _ = child.wait(); // the intermediate, gone at once
-    let mut lines = std::io::BufReader::new(std::fs::File::from(read_end));
-    let mut next_line = || -> Result<String> {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut lines, &mut line)
-            .ctx(|| format!("cannot read from the supervisor of box {id}"))?;
-        Ok(line.trim_end().to_string())
-    };
-    let mut line = next_line()?;
-    let mut stream = None;
-    if let (Some(hello), "listening") = (attach, line.as_str()) {
-        stream = Some(connect_attach(paths, id, hello)?);
-        line = next_line()?;
-    }
-    if let Some(pid) = line.strip_prefix("started ") {
-        let pid = pid.trim().parse().map_err(|_| {
-            EngineError::WrongState(format!("the supervisor of box {id} said {line:?}"))
-        })?;
-        return Ok((pid, stream));
-    }
-    if let Some(why) = line.strip_prefix("failed ") {
-        return Err(EngineError::WrongState(format!(
-            "cannot start box {id}: {why}"
-        )));
-    }
-    Err(EngineError::WrongState(format!(
-        "the supervisor of box {id} exited without starting it (see box inspect {id})"
-    )))
+    Ok(())
 }
 
 /// The dirs [`spawn_command`] passed in the environment, if any (for the `__supervise` handler).
@@ -220,11 +234,38 @@ pub fn wait_exit(paths: &Paths, id: &str) -> Result<i32> {
 
 /// The supervisor's body (`box __supervise <id>`): supervises box `id` until it has ended for
 /// good, then exits 0 (1 when it could not do its job; the reason is in the box's record).
+/// Started again by the lean image with [`handover::ENV`] set, it takes the ended box back.
 pub fn run(paths: &Paths, id: &str) -> ! {
-    let mut sync = take_sync_fd();
-    let attach_first = std::env::var_os(ATTACH_FIRST_ENV).is_some();
-    std::env::remove_var(ATTACH_FIRST_ENV);
-    let code = match supervise(paths, id, &mut sync, attach_first) {
+    let code = match std::env::var(handover::ENV) {
+        Ok(state) => {
+            std::env::remove_var(handover::ENV);
+            // SAFETY: the value is our own start-up environment, written by the lean image that
+            // executed us, and nothing in this process has taken a descriptor yet.
+            match unsafe { Handover::decode(&state) } {
+                Ok(h) => finish_run(paths, id, resume(paths, id, h), &mut None),
+                Err(e) => finish_run(paths, id, Err(EngineError::io("hand-over", e)), &mut None),
+            }
+        }
+        Err(_) => {
+            let mut sync = take_sync_fd();
+            let attach_first = std::env::var_os(ATTACH_FIRST_ENV).is_some();
+            std::env::remove_var(ATTACH_FIRST_ENV);
+            let result = supervise(paths, id, &mut sync, attach_first);
+            finish_run(paths, id, result, &mut sync)
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Reports a failure (to the spawner if it still listens, and in the box's record) and
+/// removes the box's run dir; returns the process's exit code.
+fn finish_run(
+    paths: &Paths,
+    id: &str,
+    result: Result<()>,
+    sync: &mut Option<std::fs::File>,
+) -> i32 {
+    let code = match result {
         Ok(()) => 0,
         Err(e) => {
             let why = e.to_string().replace('\n', " ");
@@ -246,7 +287,7 @@ pub fn run(paths: &Paths, id: &str) -> ! {
         }
     };
     let _ = std::fs::remove_dir_all(paths.box_run_dir(id));
-    std::process::exit(code)
+    code
 }
 
 fn take_sync_fd() -> Option<std::fs::File> {
@@ -273,6 +314,51 @@ fn sys(what: &str, rc: libc::c_int) -> Result<()> {
     Ok(())
 }
 
+/// What the full image works with, from the first start to the final record.
+struct Supervision<'a> {
+    paths: &'a Paths,
+    id: &'a str,
+    db: BoxDb,
+    rec: BoxRecord,
+    runtime: Runtime,
+    /// The box's overlay (none for `--rootfs DIR` boxes), mounted in our mount namespace.
+    snapshot: Option<Snapshot>,
+    me: i32,
+    my_start: Option<u64>,
+}
+
+impl<'a> Supervision<'a> {
+    fn load(paths: &'a Paths, id: &'a str) -> Result<Supervision<'a>> {
+        let db = BoxDb::open(&paths.db_path())?;
+        let rec = db
+            .get(id)?
+            .ok_or_else(|| EngineError::NoSuchBox(id.to_string()))?;
+        let snapshot = if paths.snapshot_dir(id).exists() || rec.spec.rootfs.is_none() {
+            let mut s = Snapshot::open(&paths.data, id)?;
+            // A `--rm` box's changes go with it: no need to sync them to disk.
+            s.set_volatile(rec.spec.auto_remove);
+            Some(s)
+        } else {
+            None
+        };
+        let me = std::process::id() as i32;
+        Ok(Supervision {
+            paths,
+            id,
+            runtime: Runtime::new(paths.runtime_root())?,
+            db,
+            rec,
+            snapshot,
+            me,
+            my_start: process_start_time(me),
+        })
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.paths.box_run_dir(self.id).join(STOP_MARKER).exists()
+    }
+}
+
 /// Everything after the spawn handshake: the life of the box, restarts included.
 fn supervise(
     paths: &Paths,
@@ -280,17 +366,12 @@ fn supervise(
     sync: &mut Option<std::fs::File>,
     attach_first: bool,
 ) -> Result<()> {
-    let db = BoxDb::open(&paths.db_path())?;
-    let rec = db
-        .get(id)?
-        .ok_or_else(|| EngineError::NoSuchBox(id.to_string()))?;
-    let me = std::process::id() as i32;
-    let my_start = process_start_time(me);
-    db.set_supervisor(id, me, my_start)?;
+    let mut sv = Supervision::load(paths, id)?;
+    sv.db.set_supervisor(id, sv.me, sv.my_start)?;
     let run_dir = paths.box_run_dir(id);
     std::fs::create_dir_all(&run_dir).ctx(|| format!("cannot create {}", run_dir.display()))?;
     let _ = std::fs::remove_file(run_dir.join(STOP_MARKER));
-    std::fs::write(paths.supervisor_pid_path(id), me.to_string())
+    std::fs::write(paths.supervisor_pid_path(id), sv.me.to_string())
         .ctx(|| format!("cannot write {}", paths.supervisor_pid_path(id).display()))?;
 
     // The overlay lives in our own mount namespace; the box's init inherits it.
@@ -316,71 +397,90 @@ fn supervise(
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0),
         )?;
     }
-    // `--rootfs DIR` boxes have no snapshot: config.json points at DIR.
-    let snapshot = if paths.snapshot_dir(id).exists() || rec.spec.rootfs.is_none() {
-        let mut s = box_image::snapshot::Snapshot::open(&paths.data, id)?;
+    if let Some(s) = sv.snapshot.as_mut() {
         s.mount()?;
-        Some(s)
-    } else {
-        None
-    };
+    }
 
     let sock_path = paths.attach_socket(id);
     let _ = std::fs::remove_file(&sock_path);
     let listener = UnixListener::bind(&sock_path)
         .ctx(|| format!("cannot listen on {}", sock_path.display()))?;
-    listener
-        .set_nonblocking(true)
-        .ctx(|| "cannot make the attach socket non-blocking".into())?;
-    let mut log = LogWriter::open(&paths.log_path(id))
+    let hub = Hub::new(listener).ctx(|| "cannot make the attach socket non-blocking".into())?;
+    let log = LogWriter::open(&paths.log_path(id))
         .map_err(|e| EngineError::io("cannot open the box's log".to_string(), e))?;
-    let runtime = Runtime::new(paths.runtime_root())?;
-    let mut hub = Hub::new(listener);
+    let mut io = Handover {
+        hub,
+        log,
+        running: None,
+        exit: None,
+        backoff_ms: BACKOFF_START.as_millis() as u64,
+    };
     if attach_first {
         if let Some(s) = sync.as_mut() {
             let _ = writeln!(s, "listening");
         }
-        hub.wait_first_client(ATTACH_FIRST_WAIT)?;
+        io.hub
+            .wait_first_client(ATTACH_FIRST_WAIT)
+            .ctx(|| "no attach".into())?;
     }
-    let mut backoff = BACKOFF_START;
-    let mut final_code;
-    loop {
-        let started = start_box(&runtime, paths, id, rec.spec.tty, rec.spec.stdin_open)?;
-        db.update_state(
-            id,
-            &StateChange::Running {
-                pid: started.pid,
-                supervisor_pid: me,
-                supervisor_start: my_start,
-                started_at: now_ms(),
-            },
-        )?;
-        if let Some(mut s) = sync.take() {
-            let _ = writeln!(s, "started {me}");
+    life(&mut sv, io, sync)
+}
+
+/// The full image again after the lean one: the box has ended with `h.exit`.
+fn resume(paths: &Paths, id: &str, h: Handover) -> Result<()> {
+    let mut sv = Supervision::load(paths, id)?;
+    life(&mut sv, h, &mut None)
+}
+
+/// Starts the box (unless `io.exit` says it has just ended), supervises it until it has ended
+/// for good (restarting it as its policy says), and records the end.
+fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>) -> Result<()> {
+    let (code, oom) = loop {
+        let code = match io.exit.take() {
+            Some(code) => code,
+            None => {
+                let started = start_box(
+                    &sv.runtime,
+                    sv.paths,
+                    sv.id,
+                    sv.rec.spec.tty,
+                    sv.rec.spec.stdin_open,
+                )?;
+                sv.db.update_state(
+                    sv.id,
+                    &StateChange::Running {
+                        pid: started.pid,
+                        supervisor_pid: sv.me,
+                        supervisor_start: sv.my_start,
+                        started_at: now_ms(),
+                    },
+                )?;
+                if let Some(mut s) = sync.take() {
+                    let _ = writeln!(s, "started {}", sv.me);
+                }
+                run_until_end(&mut io, started)?
+            }
+        };
+        let oom = oom_killed(&sv.runtime, sv.id);
+        let _ = sv.runtime.delete(sv.id, true);
+        let restarts = sv.db.get(sv.id)?.map(|r| r.restart_count).unwrap_or(0);
+        if sv.stop_requested() || !should_restart(sv.rec.spec.restart, code, restarts) {
+            break (code, oom);
         }
-        let code = pump(&mut hub, &mut log, started)?;
-        let oom = oom_killed(&runtime, id);
-        let _ = runtime.delete(id, true);
-        final_code = (code, oom);
-        let stop_requested = run_dir.join(STOP_MARKER).exists();
-        let restarts = db.get(id)?.map(|r| r.restart_count).unwrap_or(0);
-        if stop_requested || !should_restart(rec.spec.restart, code, restarts) {
-            break;
+        sv.db.increment_restart_count(sv.id)?;
+        let backoff = Duration::from_millis(io.backoff_ms);
+        io.hub.serve_for(backoff);
+        io.backoff_ms = (backoff * 2).min(BACKOFF_MAX).as_millis() as u64;
+        if sv.stop_requested() {
+            break (code, oom);
         }
-        db.increment_restart_count(id)?;
-        hub.serve_for(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        if run_dir.join(STOP_MARKER).exists() {
-            break;
-        }
-    }
-    let (code, oom) = final_code;
-    hub.finish(code);
-    if let Some(s) = &snapshot {
+    };
+    io.hub.finish(code);
+    if let Some(s) = &sv.snapshot {
         let _ = s.unmount();
     }
-    db.update_state(
-        id,
+    sv.db.update_state(
+        sv.id,
         &StateChange::Exited {
             exit_code: code,
             oom_killed: oom,
@@ -388,14 +488,47 @@ fn supervise(
             error: None,
         },
     )?;
-    if rec.spec.auto_remove {
-        if let Some(s) = snapshot {
+    if sv.rec.spec.auto_remove {
+        if let Some(s) = sv.snapshot.take() {
             let _ = s.remove();
         }
-        let _ = std::fs::remove_dir_all(paths.box_dir(id));
-        db.delete(id)?;
+        let _ = std::fs::remove_dir_all(sv.paths.box_dir(sv.id));
+        sv.db.delete(sv.id)?;
     }
     Ok(())
+}
+
+/// The lean image's binary: [`LEAN_BIN_ENV`] if set, else `box-supervisor` next to our own
+/// executable; none (the pump then runs in this image) when it does not exist.
+fn lean_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(LEAN_BIN_ENV) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.with_file_name(LEAN_BIN)).filter(|p| p.is_file())
+}
+
+/// Pumps the started box's I/O until it ends and returns its exit code. Where the lean binary
+/// exists, this image is replaced by it instead (the box's end then comes back through
+/// [`resume`]); if that exec fails, the pump runs here.
+fn run_until_end(io: &mut Handover, started: BoxIo) -> Result<i32> {
+    io.running = Some(started);
+    // Queued client output is not part of the hand-over: it must be written first.
+    if let Some(lean) = lean_binary().filter(|_| io.hub.drain(Duration::from_millis(100))) {
+        // Back to this image when the box ends: this program with these arguments again.
+        let exe = std::env::current_exe().ctx(|| "cannot find the box binary".into())?;
+        let mut args = vec!["--".to_string(), exe.to_string_lossy().into_owned()];
+        args.extend(std::env::args().skip(1));
+        let err = io.exec(&lean, &args);
+        // Still here: carry on in this image.
+        let _ = writeln!(
+            std::io::stderr(),
+            "box: cannot run {}: {err}; supervising in the full image",
+            lean.display()
+        );
+    }
+    let started = io.running.take().expect("set above");
+    pump(&mut io.hub, &mut io.log, started).ctx(|| "the box's I/O loop failed".into())
 }
 
 /// Docker's restart rules: `restarts` is how many restarts happened already.
@@ -405,17 +538,6 @@ pub fn should_restart(policy: RestartPolicy, code: i32, restarts: u32) -> bool {
         RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| restarts < m),
         RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
     }
-}
-
-/// A started box's descriptors, as the supervisor holds them.
-struct Started {
-    pid: i32,
-    pidfd: Option<OwnedFd>,
-    /// stdout pipe, or the pty master (everything comes as stdout).
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    /// The box's stdin: pipe write end, or a dup of the pty master.
-    stdin: Option<OwnedFd>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -432,13 +554,7 @@ fn set_nonblocking(fd: &OwnedFd) {
 }
 
 /// Creates and starts the box with its stdio on our pipes (or a pty from a console socket).
-fn start_box(
-    runtime: &Runtime,
-    paths: &Paths,
-    id: &str,
-    tty: bool,
-    stdin: bool,
-) -> Result<Started> {
+fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool) -> Result<BoxIo> {
     // A leftover from a crash of an earlier supervisor would block the id.
     let _ = runtime.delete(id, true);
     let mut opts = CreateOptions {
@@ -466,7 +582,7 @@ fn start_box(
         } else {
             None
         };
-        Started {
+        BoxIo {
             pid: 0,
             pidfd: None,
             stdout: Some(master),
@@ -490,7 +606,7 @@ fn start_box(
         with_stdio([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
             runtime.create(id, &opts).map_err(EngineError::from)
         })?;
-        Started {
+        BoxIo {
             pid: 0,
             pidfd: None,
             stdout: Some(out_r),
@@ -510,7 +626,7 @@ fn start_box(
     {
         set_nonblocking(fd);
     }
-    Ok(Started {
+    Ok(BoxIo {
         pid,
         pidfd,
         ..started
@@ -566,359 +682,26 @@ fn oom_killed(runtime: &Runtime, id: &str) -> bool {
     })
 }
 
-/// One attach client.
-struct Client {
-    sock: UnixStream,
-    hello: Option<u8>,
-    out: Vec<u8>,
-}
-
-/// The attach socket and its clients: output broadcast, one stdin holder.
-struct Hub {
-    listener: UnixListener,
-    clients: Vec<Client>,
-    /// Index into `clients` of the stdin holder.
-    holder: Option<usize>,
-}
-
-impl Hub {
-    fn new(listener: UnixListener) -> Hub {
-        Hub {
-            listener,
-            clients: Vec::new(),
-            holder: None,
-        }
-    }
-
-    fn accept(&mut self) {
-        while let Ok((sock, _)) = self.listener.accept() {
-            if sock.set_nonblocking(true).is_ok() {
-                self.clients.push(Client {
-                    sock,
-                    hello: None,
-                    out: Vec::new(),
-                });
-            }
-        }
-    }
-
-    fn broadcast(&mut self, stream: u8, data: &[u8]) {
-        let len = (data.len() as u32).to_be_bytes();
-        for c in self.clients.iter_mut().filter(|c| c.hello.is_some()) {
-            c.out.push(stream);
-            c.out.extend_from_slice(&len);
-            c.out.extend_from_slice(data);
-        }
-        self.flush();
-    }
-
-    /// Writes what each client can take; drops those gone or too far behind.
-    fn flush(&mut self) {
-        let mut i = 0;
-        while i < self.clients.len() {
-            let c = &mut self.clients[i];
-            let mut dead = false;
-            while !c.out.is_empty() {
-                match c.sock.write(&c.out) {
-                    Ok(0) => {
-                        dead = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        c.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        dead = true;
-                        break;
-                    }
-                }
-            }
-            if dead || c.out.len() > CLIENT_BACKLOG {
-                self.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn remove(&mut self, i: usize) {
-        self.clients.swap_remove(i);
-        let last = self.clients.len();
-        self.holder = match self.holder {
-            Some(h) if h == i => None,
-            Some(h) if h == last => Some(i),
-            other => other,
-        };
-    }
-
-    /// Handles input from client `i`: its hello, or stdin bytes (returned) if it holds stdin.
-    /// Returns `Err(close_stdin)` when the client is gone.
-    fn read_client(&mut self, i: usize, buf: &mut [u8]) -> std::result::Result<usize, bool> {
-        let c = &mut self.clients[i];
-        let n = match c.sock.read(buf) {
-            Ok(0) => {
-                let closes = self.holder == Some(i) && matches!(c.hello, Some(b'o' | b'O'));
-                return Err(closes);
-            }
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(0)
-            }
-            Err(_) => return Err(false),
-        };
-        if c.hello.is_none() {
-            self.set_hello(i, buf[0]);
-            buf.copy_within(1..n, 0);
-            return Ok(if self.holder == Some(i) { n - 1 } else { 0 });
-        }
-        Ok(if self.holder == Some(i) { n } else { 0 })
-    }
-
-    /// Records client `i`'s hello: `w`/`o` take stdin when it is free, `W`/`O` take it over.
-    fn set_hello(&mut self, i: usize, h: u8) {
-        self.clients[i].hello = Some(h);
-        match h {
-            b'w' | b'o' if self.holder.is_none() => self.holder = Some(i),
-            b'W' | b'O' => {
-                if let Some(old) = self.holder {
-                    if old != i {
-                        let _ = self.clients[old].sock.shutdown(std::net::Shutdown::Both);
-                    }
-                }
-                self.holder = Some(i);
-            }
-            _ => {}
-        }
-    }
-
-    /// Waits for the first client and reads only its hello byte (whatever follows is stdin,
-    /// left in the socket for the pump).
-    fn wait_first_client(&mut self, limit: Duration) -> Result<()> {
-        let end = Instant::now() + limit;
-        while self.clients.is_empty() {
-            if Instant::now() > end {
-                return Err(EngineError::WrongState(
-                    "nobody attached to the box in time".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-            self.accept();
-        }
-        let sock = &mut self.clients[0].sock;
-        let _ = sock.set_nonblocking(false);
-        let _ = sock.set_read_timeout(Some(end.saturating_duration_since(Instant::now())));
-        let mut hello = [0u8; 1];
-        let got = sock.read_exact(&mut hello);
-        let _ = sock.set_read_timeout(None);
-        let _ = sock.set_nonblocking(true);
-        got.ctx(|| "the attached client sent no hello".into())?;
-        self.set_hello(0, hello[0]);
-        Ok(())
-    }
-
-    /// Keeps accepting (and dropping input of) clients for `d`: the back-off between restarts.
-    fn serve_for(&mut self, d: Duration) {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            self.accept();
-            self.flush();
-            std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
-        }
-    }
-
-    /// Sends every client the exit frame and closes them (best effort, up to a second).
-    fn finish(&mut self, code: i32) {
-        self.accept();
-        self.broadcast(FRAME_EXIT, &code.to_be_bytes());
-        let end = Instant::now() + Duration::from_secs(1);
-        while self.clients.iter().any(|c| !c.out.is_empty()) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-            self.flush();
-        }
-        self.clients.clear();
-    }
-}
-
-/// The I/O loop while the box runs: output to log and clients, client stdin to the box, until
-/// the init has exited and its output is drained. Returns the init's shell-style exit code.
-fn pump(hub: &mut Hub, log: &mut LogWriter, mut s: Started) -> Result<i32> {
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut stdin_buf: Vec<u8> = Vec::new();
-    let mut close_stdin_after = false;
-    let mut exit: Option<i32> = None;
-    let mut drain_deadline: Option<Instant> = None;
-    loop {
-        if exit.is_none() {
-            exit = reap(s.pid);
-        }
-        if exit.is_some() {
-            // The pipes may be held open by processes outliving the init (without a pid
-            // namespace): give the output a moment, then stop.
-            let deadline =
-                *drain_deadline.get_or_insert(Instant::now() + Duration::from_millis(500));
-            if (s.stdout.is_none() && s.stderr.is_none()) || Instant::now() > deadline {
-                break;
-            }
-            s.pidfd = None;
-        }
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6 + hub.clients.len());
-        let pfd = |fd: RawFd, events: libc::c_short| libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        let raw = |o: &Option<OwnedFd>| o.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
-        fds.push(pfd(raw(&s.stdout), libc::POLLIN));
-        fds.push(pfd(raw(&s.stderr), libc::POLLIN));
-        fds.push(pfd(raw(&s.pidfd), libc::POLLIN));
-        fds.push(pfd(hub.listener.as_raw_fd(), libc::POLLIN));
-        let stdin_events = if stdin_buf.is_empty() {
-            0
-        } else {
-            libc::POLLOUT
-        };
-        fds.push(pfd(
-            if stdin_events != 0 { raw(&s.stdin) } else { -1 },
-            stdin_events,
-        ));
-        let client_base = fds.len();
-        for c in &hub.clients {
-            let mut ev = 0;
-            // Input of the holder waits while the box's stdin is full.
-            if stdin_buf.is_empty() {
-                ev |= libc::POLLIN;
-            }
-            if !c.out.is_empty() {
-                ev |= libc::POLLOUT;
-            }
-            fds.push(pfd(c.sock.as_raw_fd(), ev));
-        }
-        let timeout = if exit.is_some() { 50 } else { 500 };
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(EngineError::io("poll".to_string(), e));
-        }
-        let ready = |i: usize| fds[i].revents != 0;
-        for (i, stream, frame) in [
-            (0, Stream::Stdout, FRAME_STDOUT),
-            (1, Stream::Stderr, FRAME_STDERR),
-        ] {
-            if !ready(i) {
-                continue;
-            }
-            let slot = if i == 0 { &mut s.stdout } else { &mut s.stderr };
-            let Some(fd) = slot.as_ref() else { continue };
-            match nix::unistd::read(fd, &mut buf) {
-                Ok(0) | Err(nix::errno::Errno::EIO) => *slot = None, // EIO: pty slave closed
-                Ok(n) => {
-                    let _ = log.write(stream, &buf[..n]);
-                    hub.broadcast(frame, &buf[..n]);
-                }
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
-                Err(_) => *slot = None,
-            }
-        }
-        if ready(3) {
-            hub.accept();
-        }
-        if ready(4) || !stdin_buf.is_empty() {
-            if let Some(fd) = s.stdin.as_ref() {
-                match nix::unistd::write(fd, &stdin_buf) {
-                    Ok(n) => {
-                        stdin_buf.drain(..n);
-                    }
-                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
-                    Err(_) => {
-                        stdin_buf.clear();
-                        s.stdin = None;
-                    }
-                }
-            } else {
-                stdin_buf.clear();
-            }
-            if stdin_buf.is_empty() && close_stdin_after {
-                s.stdin = None;
-            }
-        }
-        // Clients, from the back so removals keep earlier indexes valid.
-        let count = hub.clients.len().min(fds.len() - client_base);
-        for i in (0..count).rev() {
-            let rev = fds[client_base + i].revents;
-            if rev == 0 {
-                continue;
-            }
-            if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                match hub.read_client(i, &mut buf) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        if s.stdin.is_some() {
-                            stdin_buf.extend_from_slice(&buf[..n]);
-                        }
-                    }
-                    Err(closes) => {
-                        hub.remove(i);
-                        if closes {
-                            if stdin_buf.is_empty() {
-                                s.stdin = None;
-                            } else {
-                                close_stdin_after = true;
-                            }
-                        }
-                        continue;
-                    }
-                }
-            }
-        }
-        hub.flush();
-    }
-    Ok(exit.unwrap_or(255))
-}
-
-/// Reaps every exited child (we are a subreaper: the box's orphans come to us); returns the
-/// init's shell-style exit code once it is among them.
-fn reap(init: i32) -> Option<i32> {
-    let mut code = None;
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: waitpid writes the status into our local.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            break;
-        }
-        if pid == init {
-            code = Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else if libc::WIFSIGNALED(status) {
-                128 + libc::WTERMSIG(status)
-            } else {
-                255
-            });
-        }
-    }
-    code
-}
-
-/// A minimal attach client: connects to box `id`'s socket with `hello` and returns the stream
-/// (frames as described in the module docs). The CLI builds `attach`/`peek` on this.
+/// A minimal attach client: connects to box `id`'s socket with `hello`, waits for the
+/// "attached" frame and returns the stream (frames as described in [`box_supervisor::hub`]). The CLI builds `attach`/`peek` on this.
 pub fn connect_attach(paths: &Paths, id: &str, hello: u8) -> Result<UnixStream> {
     let path = paths.attach_socket(id);
     let mut s = UnixStream::connect(&path)
         .ctx(|| format!("cannot connect to {} (is the box running?)", path.display()))?;
     s.write_all(&[hello])
         .ctx(|| format!("cannot attach to box {id}"))?;
-    Ok(s)
+    // Wait for the supervisor to take the hello, so that nothing the box writes from now on
+    // is missed. An end of stream instead means the box is ending: the caller reads that end.
+    let mut head = [0u8; 5];
+    match s.read_exact(&mut head) {
+        Ok(()) if head == [FRAME_ATTACHED, 0, 0, 0, 0] => Ok(s),
+        Ok(()) => Err(EngineError::WrongState(format!(
+            "box {id}'s supervisor answered the attach with frame {}",
+            head[0]
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(s),
+        Err(e) => Err(EngineError::io(format!("cannot attach to box {id}"), e)),
+    }
 }
 
 /// Reads one frame from an attach stream: `(stream id, data)`; `None` at the end.

@@ -20,7 +20,7 @@ use clap::{CommandFactory, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::attach::{self, AttachFlags, Relayed, DEFAULT_DETACH_KEYS};
+use super::attach::{self, AttachFlags, DEFAULT_DETACH_KEYS};
 use super::cli::{Cli, Format};
 
 /// Shells `box completion` writes scripts for.
@@ -309,16 +309,7 @@ fn open(engine: &Engine, f: OpenFlags) -> Result<i32> {
         println!("{}", rec.id);
         return Ok(0);
     }
-    let hello = if rec.spec.stdin_open { b'o' } else { b'r' };
-    let (_, stream) = supervisor::spawn_attached(&box_bin()?, engine.paths(), &rec.id, hello)?;
-    let flags = AttachFlags::new(!rec.spec.stdin_open, false, DEFAULT_DETACH_KEYS)?;
-    let code = match attach::relay(stream, rec.spec.stdin_open, rec.spec.tty, &flags)? {
-        Relayed::Exited(code) => code,
-        Relayed::Detached => return Ok(0),
-        Relayed::Dropped => bail!("the box's supervisor went away before the box ended"),
-    };
-    let _ = supervisor::wait_exit(engine.paths(), &rec.id);
-    Ok(code)
+    super::boxes::start_attached(engine, &rec)
 }
 
 /// `box close`: SIGKILL to every process of the box (through its cgroup, which holds even the

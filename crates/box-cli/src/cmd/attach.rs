@@ -221,7 +221,11 @@ impl Drop for RawTerminal {
     }
 }
 
-/// Copies the attach stream to our stdout/stderr until the exit frame; our stdin goes to the
+/// How long [`relay`] waits, after the exit frame, for the supervisor to record the end.
+const END_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Copies the attach stream to our stdout/stderr until the exit frame (and the end of the
+/// stream, which follows once the box's end is recorded); our stdin goes to the
 /// box when `forward_stdin`, and is read for the detach keys whenever it is a terminal.
 pub fn relay(
     stream: UnixStream,
@@ -251,7 +255,12 @@ pub fn relay(
             let mut input = std::io::stdin();
             loop {
                 let n = match input.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        // End of our input: the supervisor closes the box's stdin for an
+                        // `o`/`O` client (`run -i` with piped input); others just stop sending.
+                        let _ = to_box.shutdown(std::net::Shutdown::Write);
+                        break;
+                    }
                     Ok(n) => n,
                 };
                 let (forward, detach) = matcher.feed(&buf[..n]);
@@ -291,6 +300,10 @@ pub fn relay(
                 err.flush()?;
             }
             supervisor::FRAME_EXIT if data.len() == 4 => {
+                // The supervisor closes the stream once the end is recorded (and a `--rm` box
+                // removed): wait for that, so the caller finds the box's final state.
+                let _ = reader.get_ref().set_read_timeout(Some(END_RECORD_WAIT));
+                while let Ok(Some(_)) = supervisor::read_frame(&mut reader) {}
                 return Ok(Relayed::Exited(i32::from_be_bytes([
                     data[0], data[1], data[2], data[3],
                 ])));

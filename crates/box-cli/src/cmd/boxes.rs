@@ -1,7 +1,7 @@
 //! Box commands: run, create, start, stop, kill, rm, ps, logs, inspect, wait, export, diff,
 //! rename, and the hidden `__supervise` the supervisor runs as.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,6 +15,7 @@ use box_engine::supervisor;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
+use super::attach::{self, AttachFlags, Relayed, DEFAULT_DETACH_KEYS};
 use super::cli::{BoxOptions, Format};
 
 /// The engine over `--root` (or the default places), after entering the rootless user namespace.
@@ -149,10 +150,15 @@ pub fn run(engine: &Engine, o: BoxOptions, detach: bool) -> Result<i32> {
 }
 
 /// Starts `rec` with this process attached from the box's first byte; returns its exit code.
-fn start_attached(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
+pub(crate) fn start_attached(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
     let hello = if rec.spec.stdin_open { b'o' } else { b'r' };
     let (_, stream) = supervisor::spawn_attached(&box_bin()?, engine.paths(), &rec.id, hello)?;
-    let code = relay(stream, rec.spec.stdin_open, rec.spec.tty)?;
+    let flags = AttachFlags::new(!rec.spec.stdin_open, false, DEFAULT_DETACH_KEYS)?;
+    let code = match attach::relay(stream, rec.spec.stdin_open, rec.spec.tty, &flags)? {
+        Relayed::Exited(code) => code,
+        Relayed::Detached => return Ok(0),
+        Relayed::Dropped => bail!("the box's supervisor went away before the box ended"),
+    };
     // Return once the box is recorded as ended (or removed, with --rm).
     let _ = supervisor::wait_exit(engine.paths(), &rec.id);
     if rec.spec.auto_remove {
@@ -162,64 +168,6 @@ fn start_attached(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
         }
     }
     Ok(code)
-}
-
-/// Copies the attach stream to our stdout/stderr (and our stdin to the box when asked) until
-/// the exit frame; returns the exit code.
-fn relay(stream: std::os::unix::net::UnixStream, stdin: bool, tty: bool) -> Result<i32> {
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-    let saved = (tty && std::io::stdin().is_terminal())
-        .then(|| tcgetattr(std::io::stdin()).ok())
-        .flatten();
-    if let Some(t) = &saved {
-        let mut raw = t.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &raw);
-    }
-    if stdin {
-        let mut to_box = stream
-            .try_clone()
-            .context("cannot clone the attach stream")?;
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            let mut input = std::io::stdin();
-            while let Ok(n) = input.read(&mut buf) {
-                if n == 0 || to_box.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            let _ = to_box.shutdown(std::net::Shutdown::Write);
-        });
-    }
-    let mut reader = std::io::BufReader::new(stream);
-    let mut code = None;
-    let result = (|| -> Result<()> {
-        while let Some((kind, data)) = supervisor::read_frame(&mut reader)? {
-            match kind {
-                1 => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&data)?;
-                    out.flush()?;
-                }
-                2 => {
-                    let mut err = std::io::stderr().lock();
-                    err.write_all(&data)?;
-                    err.flush()?;
-                }
-                3 if data.len() == 4 => {
-                    code = Some(i32::from_be_bytes([data[0], data[1], data[2], data[3]]));
-                    break;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    })();
-    if let Some(t) = &saved {
-        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, t);
-    }
-    result?;
-    code.ok_or_else(|| anyhow!("the box's supervisor went away before the box ended"))
 }
 
 /// `exec`'s flags.
