@@ -66,6 +66,16 @@ fn detached_box_lives_logs_execs_stops_and_is_removed() {
         (!l.is_empty()).then_some(l)
     });
     assert_eq!(logs, "hi\n");
+    // A box that keeps running gets the lean supervisor image (box-supervisor) after a moment,
+    // and still logs and answers through it.
+    let inspect: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "web"])).unwrap();
+    let sup = inspect[0]["State"]["SupervisorPid"].as_i64().expect("supervisor pid");
+    let exe = wait_for(Duration::from_secs(5), "the lean supervisor image", || {
+        std::fs::read_link(format!("/proc/{sup}/exe"))
+            .ok()
+            .filter(|p| p.ends_with("box-supervisor"))
+    });
+    assert!(exe.ends_with("box-supervisor"), "{exe:?}");
     let out = d.boxc(&[
         "exec",
         "web",

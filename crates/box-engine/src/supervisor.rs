@@ -17,14 +17,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use box_image::snapshot::Snapshot;
 use box_runtime::{CreateOptions, Runtime};
 use box_supervisor::handover::{self, Handover};
 use box_supervisor::hub::Hub;
 use box_supervisor::log::LogWriter;
-use box_supervisor::pump::{pump, BoxIo};
+use box_supervisor::pump::{pump, pump_until, BoxIo, Pumped};
 pub use box_supervisor::{CLIENT_BACKLOG, FRAME_ATTACHED, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
 
 use crate::db::{
@@ -51,6 +51,8 @@ pub const SUBCOMMAND: &str = "__supervise";
 pub const LEAN_BIN: &str = "box-supervisor";
 /// Names the lean image's binary instead (installs that keep it elsewhere).
 pub const LEAN_BIN_ENV: &str = "BOX_SUPERVISOR_LEAN_BIN";
+/// How long a box runs before its supervisor becomes the lean image.
+const LEAN_AFTER: Duration = Duration::from_millis(200);
 /// The marker `request_stop` leaves so that a stop by the user is not restarted.
 const STOP_MARKER: &str = "stop-requested";
 
@@ -509,26 +511,41 @@ fn lean_binary() -> Option<PathBuf> {
 }
 
 /// Pumps the started box's I/O until it ends and returns its exit code. Where the lean binary
-/// exists, this image is replaced by it instead (the box's end then comes back through
-/// [`resume`]); if that exec fails, the pump runs here.
+/// exists and the box is still running after [`LEAN_AFTER`], this image is replaced by it (the
+/// box's end then comes back through [`resume`]); if that exec fails, the pump goes on here.
+/// Short-lived boxes (`run --rm … true`) thus never pay for the two image changes.
 fn run_until_end(io: &mut Handover, started: BoxIo) -> Result<i32> {
-    io.running = Some(started);
-    // Queued client output is not part of the hand-over: it must be written first.
-    if let Some(lean) = lean_binary().filter(|_| io.hub.drain(Duration::from_millis(100))) {
-        // Back to this image when the box ends: this program with these arguments again.
-        let exe = std::env::current_exe().ctx(|| "cannot find the box binary".into())?;
-        let mut args = vec!["--".to_string(), exe.to_string_lossy().into_owned()];
-        args.extend(std::env::args().skip(1));
-        let err = io.exec(&lean, &args);
-        // Still here: carry on in this image.
-        let _ = writeln!(
-            std::io::stderr(),
-            "box: cannot run {}: {err}; supervising in the full image",
-            lean.display()
-        );
+    let Some(lean) = lean_binary() else {
+        return pump(&mut io.hub, &mut io.log, started).ctx(|| "the box's I/O loop failed".into());
+    };
+    let mut running = started;
+    loop {
+        let deadline = Instant::now() + LEAN_AFTER;
+        match pump_until(&mut io.hub, &mut io.log, running, Some(deadline))
+            .ctx(|| "the box's I/O loop failed".into())?
+        {
+            Pumped::Exited(code) => return Ok(code),
+            Pumped::Running(b) => io.running = Some(b),
+        }
+        // Queued client output is not part of the hand-over: it must be written first (else
+        // try again after another round of pumping).
+        if io.hub.drain(Duration::from_millis(100)) {
+            // Back to this image when the box ends: this program with these arguments again.
+            let exe = std::env::current_exe().ctx(|| "cannot find the box binary".into())?;
+            let mut args = vec!["--".to_string(), exe.to_string_lossy().into_owned()];
+            args.extend(std::env::args().skip(1));
+            let err = io.exec(&lean, &args);
+            // Still here: carry on in this image.
+            let _ = writeln!(
+                std::io::stderr(),
+                "box: cannot run {}: {err}; supervising in the full image",
+                lean.display()
+            );
+            let b = io.running.take().expect("set above");
+            return pump(&mut io.hub, &mut io.log, b).ctx(|| "the box's I/O loop failed".into());
+        }
+        running = io.running.take().expect("set above");
     }
-    let started = io.running.take().expect("set above");
-    pump(&mut io.hub, &mut io.log, started).ctx(|| "the box's I/O loop failed".into())
 }
 
 /// Docker's restart rules: `restarts` is how many restarts happened already.

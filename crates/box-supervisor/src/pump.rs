@@ -66,10 +66,33 @@ fn classify(n: isize) -> Io {
     }
 }
 
+/// How [`pump_until`] returned.
+#[derive(Debug)]
+pub enum Pumped {
+    /// The init exited with this shell-style code and the output is drained.
+    Exited(i32),
+    /// The deadline came while the box runs (and no input was pending): its descriptors back.
+    Running(BoxIo),
+}
+
 /// Runs the loop for `b` until its init has exited and the output is drained (or half a
 /// second passed since the exit: without a pid namespace, orphans may hold the pipes).
 /// Returns the init's shell-style exit code (255 when it vanished without one).
-pub fn pump(hub: &mut Hub, log: &mut LogWriter, mut b: BoxIo) -> io::Result<i32> {
+pub fn pump(hub: &mut Hub, log: &mut LogWriter, b: BoxIo) -> io::Result<i32> {
+    match pump_until(hub, log, b, None)? {
+        Pumped::Exited(code) => Ok(code),
+        Pumped::Running(_) => unreachable!("no deadline was given"),
+    }
+}
+
+/// [`pump`], but returning the box's descriptors at `deadline` if it is still running then
+/// and nothing is waiting to go to its stdin (so that no state but the descriptors is lost).
+pub fn pump_until(
+    hub: &mut Hub,
+    log: &mut LogWriter,
+    mut b: BoxIo,
+    deadline: Option<Instant>,
+) -> io::Result<Pumped> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut stdin_buf: Vec<u8> = Vec::new();
     let mut close_stdin_after = false;
@@ -79,6 +102,10 @@ pub fn pump(hub: &mut Hub, log: &mut LogWriter, mut b: BoxIo) -> io::Result<i32>
     loop {
         if exit.is_none() {
             exit = reap(b.pid);
+        }
+        let quiet = exit.is_none() && stdin_buf.is_empty() && !close_stdin_after;
+        if quiet && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Pumped::Running(b));
         }
         if exit.is_some() {
             let deadline =
@@ -110,7 +137,11 @@ pub fn pump(hub: &mut Hub, log: &mut LogWriter, mut b: BoxIo) -> io::Result<i32>
             }
             fds.push(pollfd(c.sock.as_raw_fd(), ev));
         }
-        let timeout = if exit.is_some() { 50 } else { 500 };
+        let mut timeout = if exit.is_some() { 50 } else { 500 };
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now()).as_millis() as i32;
+            timeout = timeout.min(left.max(1));
+        }
         // SAFETY: `fds` is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
@@ -193,7 +224,7 @@ pub fn pump(hub: &mut Hub, log: &mut LogWriter, mut b: BoxIo) -> io::Result<i32>
         }
         hub.flush();
     }
-    Ok(exit.unwrap_or(255))
+    Ok(Pumped::Exited(exit.unwrap_or(255)))
 }
 
 /// Reaps every exited child (the supervisor is a subreaper: the box's orphans come to it);
