@@ -15,7 +15,7 @@ use box_engine::db::{now_ms, BoxRecord, BoxState, StateChange};
 use box_engine::engine::Engine;
 use box_engine::error::EngineError;
 use box_engine::spec::BoxSpec;
-use box_engine::supervisor;
+use box_engine::supervisor::{self, Prepared};
 use clap::{CommandFactory, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -205,19 +205,23 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
             image,
             name,
             command,
-        } => open(
-            &engine()?,
-            OpenFlags {
-                directory,
-                tmp,
-                detach,
-                interactive,
-                tty,
-                image,
-                name,
-                command,
-            },
-        ),
+        } => {
+            let (engine, prepared) = super::boxes::engine_starting(root)?;
+            open(
+                &engine,
+                prepared,
+                OpenFlags {
+                    directory,
+                    tmp,
+                    detach,
+                    interactive,
+                    tty,
+                    image,
+                    name,
+                    command,
+                },
+            )
+        }
         SessionCommand::Use {
             detach,
             tty,
@@ -284,7 +288,7 @@ struct OpenFlags {
 }
 
 /// `box open NAME CMD…`: `run --name NAME` (`--directory` = `--rootfs`, `--tmp` = `--rm`).
-fn open(engine: &Engine, f: OpenFlags) -> Result<i32> {
+fn open(engine: &Engine, prepared: Option<Prepared>, f: OpenFlags) -> Result<i32> {
     let image = if f.directory.is_some() {
         String::new()
     } else {
@@ -302,14 +306,11 @@ fn open(engine: &Engine, f: OpenFlags) -> Result<i32> {
     spec.stdin_open = f.interactive;
     let rec = engine.create(spec)?;
     if f.detach {
-        if let Err(e) = supervisor::spawn(&box_bin()?, engine.paths(), &rec.id) {
-            let _ = engine.remove(&rec.id, true);
-            return Err(e.into());
-        }
+        super::boxes::spawn_detached(engine, &rec, prepared)?;
         println!("{}", rec.id);
         return Ok(0);
     }
-    super::boxes::start_attached(engine, &rec)
+    super::boxes::start_attached(engine, &rec, prepared)
 }
 
 /// `box close`: SIGKILL to every process of the box (through its cgroup, which holds even the

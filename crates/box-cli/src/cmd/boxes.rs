@@ -11,7 +11,7 @@ use box_engine::engine::Engine;
 use box_engine::error::EngineError;
 use box_engine::paths::Paths;
 use box_engine::spec::{self, BoxSpec, RestartPolicy};
-use box_engine::supervisor;
+use box_engine::supervisor::{self, Prepared};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -20,12 +20,44 @@ use super::cli::{BoxOptions, Format};
 
 /// The engine over `--root` (or the default places), after entering the rootless user namespace.
 pub fn engine(root: Option<PathBuf>) -> Result<Engine> {
+    Ok(Engine::open(engine_paths(root)?)?)
+}
+
+/// The rootless user namespace entered, the data and run dirs of `--root` (or the defaults).
+fn engine_paths(root: Option<PathBuf>) -> Result<Paths> {
     super::userns::enter_if_rootless()?;
-    let paths = match root {
+    Ok(match root {
         Some(d) => Paths::with_data_dir(d),
         None => Paths::detect(),
+    })
+}
+
+/// [`engine`] for a command that starts a new box (`run`, `open`): a supervisor is forked in
+/// advance, before the database is opened (see `supervisor::Prepared`), when it can be had.
+pub fn engine_starting(root: Option<PathBuf>) -> Result<(Engine, Option<Prepared>)> {
+    let paths = engine_paths(root)?;
+    let prepared = box_bin()
+        .ok()
+        .and_then(|bin| Prepared::fork(&bin, &paths).ok().flatten());
+    Ok((Engine::open(paths)?, prepared))
+}
+
+/// Starts box `rec`'s supervisor detached (through `prepared` when there is one); on failure
+/// the box is removed again.
+pub(crate) fn spawn_detached(
+    engine: &Engine,
+    rec: &BoxRecord,
+    prepared: Option<Prepared>,
+) -> Result<()> {
+    let spawned = match prepared {
+        Some(p) => p.spawn(&rec.id, engine.paths()),
+        None => supervisor::spawn(&box_bin()?, engine.paths(), &rec.id),
     };
-    Ok(Engine::open(paths)?)
+    if let Err(e) = spawned {
+        let _ = engine.remove(&rec.id, true);
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// The engine for a command that enters a running box (exec): rootless, it joins the user
@@ -136,23 +168,33 @@ pub fn create(engine: &Engine, o: BoxOptions) -> Result<()> {
 
 /// `box run`: create, then start detached (print the id) or attached (stream the output and
 /// exit with the box's code).
-pub fn run(engine: &Engine, o: BoxOptions, detach: bool) -> Result<i32> {
+pub fn run(
+    engine: &Engine,
+    prepared: Option<Prepared>,
+    o: BoxOptions,
+    detach: bool,
+) -> Result<i32> {
     let rec = engine.create(box_spec(o)?)?;
     if detach {
-        if let Err(e) = supervisor::spawn(&box_bin()?, engine.paths(), &rec.id) {
-            let _ = engine.remove(&rec.id, true);
-            return Err(e.into());
-        }
+        spawn_detached(engine, &rec, prepared)?;
         println!("{}", rec.id);
         return Ok(0);
     }
-    start_attached(engine, &rec)
+    start_attached(engine, &rec, prepared)
 }
 
-/// Starts `rec` with this process attached from the box's first byte; returns its exit code.
-pub(crate) fn start_attached(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
+/// Starts `rec` with this process attached from the box's first byte (through `prepared` when
+/// there is one); returns its exit code.
+pub(crate) fn start_attached(
+    engine: &Engine,
+    rec: &BoxRecord,
+    prepared: Option<Prepared>,
+) -> Result<i32> {
     let hello = if rec.spec.stdin_open { b'o' } else { b'r' };
-    let (_, stream) = supervisor::spawn_attached(&box_bin()?, engine.paths(), &rec.id, hello)?;
+    let (_, stream) = match prepared {
+        Some(p) => p.spawn_attached(&rec.id, engine.paths(), hello)?,
+        None => supervisor::spawn_attached(&box_bin()?, engine.paths(), &rec.id, hello)?,
+    };
     let flags = AttachFlags::new(!rec.spec.stdin_open, false, DEFAULT_DETACH_KEYS)?;
     let code = match attach::relay(stream, rec.spec.stdin_open, rec.spec.tty, &flags)? {
         Relayed::Exited(code) => code,
@@ -292,7 +334,7 @@ pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
             );
         }
         if attach {
-            last = start_attached(engine, &rec)?;
+            last = start_attached(engine, &rec, None)?;
         } else {
             supervisor::spawn(&box_bin()?, engine.paths(), &rec.id)?;
             println!("{}", rec.name);

@@ -76,7 +76,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let done = |r: Result<()>| r.map(|()| 0);
     match cli.command {
         Command::Supervise { id } => boxes::supervise(root, &id),
-        Command::Run { detach, opts } => boxes::run(&boxes::engine(root)?, opts, detach),
+        Command::Run { detach, opts } => {
+            let (engine, prepared) = boxes::engine_starting(root)?;
+            boxes::run(&engine, prepared, opts, detach)
+        }
         Command::Create { opts } => done(boxes::create(&boxes::engine(root)?, opts)),
         Command::Exec {
             interactive: _,

@@ -34,6 +34,9 @@ use crate::error::{EngineError, IoContext, Result};
 use crate::paths::Paths;
 use crate::spec::RestartPolicy;
 
+mod prepared;
+pub use prepared::Prepared;
+
 /// The environment variable carrying the spawn pipe's descriptor number to the supervisor.
 pub const SYNC_FD_ENV: &str = "BOX_SUPERVISOR_SYNC_FD";
 /// The environment variables carrying the data and run dirs to the supervisor.
@@ -120,6 +123,17 @@ fn spawn_inner(
 ) -> Result<(i32, Option<UnixStream>)> {
     let (read_end, write_end) = pipe()?;
     launch(cmd, paths, id, attach.is_some(), write_end)?;
+    handshake(read_end, paths, id, attach)
+}
+
+/// The spawner's side of the spawn pipe: "listening" (attach-first: connect then), then
+/// "started <pid>" or "failed <why>".
+fn handshake(
+    read_end: OwnedFd,
+    paths: &Paths,
+    id: &str,
+    attach: Option<u8>,
+) -> Result<(i32, Option<UnixStream>)> {
     let mut lines = std::io::BufReader::new(std::fs::File::from(read_end));
     let mut next_line = || -> Result<String> {
         let mut line = String::new();
@@ -252,7 +266,7 @@ pub fn run(paths: &Paths, id: &str) -> ! {
             let mut sync = take_sync_fd();
             let attach_first = std::env::var_os(ATTACH_FIRST_ENV).is_some();
             std::env::remove_var(ATTACH_FIRST_ENV);
-            let result = supervise(paths, id, &mut sync, attach_first);
+            let result = supervise(paths, id, &mut sync, attach_first, Back::this_process());
             finish_run(paths, id, result, &mut sync)
         }
     };
@@ -316,8 +330,25 @@ fn sys(what: &str, rc: libc::c_int) -> Result<()> {
     Ok(())
 }
 
+/// How the lean image gets back to the full one: the program and arguments it executes.
+struct Back {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl Back {
+    /// This process again, as it was started (`box __supervise <id>`, or a test binary).
+    fn this_process() -> Back {
+        Back {
+            program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            args: std::env::args().skip(1).collect(),
+        }
+    }
+}
+
 /// What the full image works with, from the first start to the final record.
 struct Supervision<'a> {
+    back: Back,
     paths: &'a Paths,
     id: &'a str,
     db: BoxDb,
@@ -330,7 +361,7 @@ struct Supervision<'a> {
 }
 
 impl<'a> Supervision<'a> {
-    fn load(paths: &'a Paths, id: &'a str) -> Result<Supervision<'a>> {
+    fn load(paths: &'a Paths, id: &'a str, back: Back) -> Result<Supervision<'a>> {
         let db = BoxDb::open(&paths.db_path())?;
         let rec = db
             .get(id)?
@@ -345,6 +376,7 @@ impl<'a> Supervision<'a> {
         };
         let me = std::process::id() as i32;
         Ok(Supervision {
+            back,
             paths,
             id,
             runtime: Runtime::new(paths.runtime_root())?,
@@ -367,8 +399,9 @@ fn supervise(
     id: &str,
     sync: &mut Option<std::fs::File>,
     attach_first: bool,
+    back: Back,
 ) -> Result<()> {
-    let mut sv = Supervision::load(paths, id)?;
+    let mut sv = Supervision::load(paths, id, back)?;
     sv.db.set_supervisor(id, sv.me, sv.my_start)?;
     let run_dir = paths.box_run_dir(id);
     std::fs::create_dir_all(&run_dir).ctx(|| format!("cannot create {}", run_dir.display()))?;
@@ -430,7 +463,7 @@ fn supervise(
 
 /// The full image again after the lean one: the box has ended with `h.exit`.
 fn resume(paths: &Paths, id: &str, h: Handover) -> Result<()> {
-    let mut sv = Supervision::load(paths, id)?;
+    let mut sv = Supervision::load(paths, id, Back::this_process())?;
     life(&mut sv, h, &mut None)
 }
 
@@ -460,7 +493,7 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
                 if let Some(mut s) = sync.take() {
                     let _ = writeln!(s, "started {}", sv.me);
                 }
-                run_until_end(&mut io, started)?
+                run_until_end(&mut io, started, &sv.back)?
             }
         };
         let oom = oom_killed(&sv.runtime, sv.id);
@@ -514,7 +547,7 @@ fn lean_binary() -> Option<PathBuf> {
 /// exists and the box is still running after [`LEAN_AFTER`], this image is replaced by it (the
 /// box's end then comes back through [`resume`]); if that exec fails, the pump goes on here.
 /// Short-lived boxes (`run --rm … true`) thus never pay for the two image changes.
-fn run_until_end(io: &mut Handover, started: BoxIo) -> Result<i32> {
+fn run_until_end(io: &mut Handover, started: BoxIo, back: &Back) -> Result<i32> {
     let Some(lean) = lean_binary() else {
         return pump(&mut io.hub, &mut io.log, started).ctx(|| "the box's I/O loop failed".into());
     };
@@ -530,10 +563,11 @@ fn run_until_end(io: &mut Handover, started: BoxIo) -> Result<i32> {
         // Queued client output is not part of the hand-over: it must be written first (else
         // try again after another round of pumping).
         if io.hub.drain(Duration::from_millis(100)) {
-            // Back to this image when the box ends: this program with these arguments again.
-            let exe = std::env::current_exe().ctx(|| "cannot find the box binary".into())?;
-            let mut args = vec!["--".to_string(), exe.to_string_lossy().into_owned()];
-            args.extend(std::env::args().skip(1));
+            let mut args = vec![
+                "--".to_string(),
+                back.program.to_string_lossy().into_owned(),
+            ];
+            args.extend(back.args.iter().cloned());
             let err = io.exec(&lean, &args);
             // Still here: carry on in this image.
             let _ = writeln!(
