@@ -251,3 +251,85 @@ fn detach_keys_are_checked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("detach-keys"));
 }
+
+#[test]
+fn the_box_terminal_follows_the_client_terminal_size() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    if !require_root("the_box_terminal_follows_the_client_terminal_size") {
+        return;
+    }
+    let d = Data::new("a");
+    d.ok(&["open", "-d", "-i", "-t", "rz", "sh"]);
+    let size = |rows: u16, cols: u16| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // `box attach` on a terminal of its own (controlling terminal of a new session), 24x80.
+    let pty = nix::pty::openpty(Some(&size(24, 80)), None).expect("openpty");
+    let slave: OwnedFd = pty.slave;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_box"));
+    cmd.arg("--root").arg(&d.0).args(["attach", "rz"]);
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // SAFETY: setsid and TIOCSCTTY are async-signal-safe; the child then executes box.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn box attach");
+    let master = std::fs::File::from(pty.master);
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut reader = master.try_clone().unwrap();
+    let o = Arc::clone(&out);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            o.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_out = |needle: &str| {
+        wait_for(Duration::from_secs(10), needle, || {
+            out.lock().unwrap().contains(needle).then_some(())
+        })
+    };
+    // The box's own client, the attach client and its size channel.
+    wait_for(Duration::from_secs(10), "the attach client", || {
+        (attach_connections(&d, "rz") >= 3).then_some(())
+    });
+    let mut input = &master;
+    input.write_all(b"stty size\r").unwrap();
+    wait_out("24 80");
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the kernel sends SIGWINCH to
+    // the terminal's foreground process group (box attach).
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size(33, 111)) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !out.lock().unwrap().contains("33 111") {
+        assert!(
+            Instant::now() < deadline,
+            "the box never saw 33x111: {}",
+            out.lock().unwrap()
+        );
+        input.write_all(b"stty size\r").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    input.write_all(b"\x10\x11").unwrap();
+    let status = wait_for(Duration::from_secs(10), "box attach to detach", || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{}", out.lock().unwrap());
+    d.ok(&["close", "rz"]);
+}

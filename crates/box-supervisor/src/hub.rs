@@ -2,7 +2,9 @@
 //!
 //! The client sends one hello byte: `r` read-only; `w` wants stdin (granted when nobody holds
 //! it); `W` takes stdin over (the previous holder is disconnected); `o`/`O` like `w`/`W`, and
-//! the end of this client's input (EOF) closes the box's stdin (`box run -i` with piped input).
+//! the end of this client's input (EOF) closes the box's stdin (`box run -i` with piped input);
+//! `z` a terminal-size channel: it gets no output, and each 4 bytes it sends (rows, columns: 2
+//! bytes big-endian each) resize the box's terminal.
 //! Then the supervisor sends frames — 1 byte stream ([`crate::FRAME_ATTACHED`],
 //! [`crate::FRAME_STDOUT`], [`crate::FRAME_STDERR`], [`crate::FRAME_EXIT`]), 4 bytes
 //! big-endian length, data — and a stdin holder's bytes go to the box's stdin. The first frame,
@@ -30,6 +32,8 @@ pub struct Client {
     pub out: Vec<u8>,
     /// It has shut down its sending side (it still receives output).
     pub input_closed: bool,
+    /// A size channel's bytes short of a whole record.
+    partial: Vec<u8>,
 }
 
 impl Client {
@@ -40,6 +44,7 @@ impl Client {
             hello,
             out: Vec::new(),
             input_closed,
+            partial: Vec::new(),
         }
     }
 }
@@ -57,9 +62,19 @@ pub enum ClientInput {
         /// Whether the box's stdin closes with it.
         closes_stdin: bool,
     },
+    /// A size channel asked for this terminal size (the last whole record it sent).
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
     /// The connection failed: drop the client.
     Gone,
 }
+
+/// The hello of a terminal-size channel.
+pub const HELLO_RESIZE: u8 = b'z';
 
 /// The attach socket and its clients: output broadcast, one stdin holder.
 #[derive(Debug)]
@@ -95,7 +110,8 @@ impl Hub {
     /// Queues one frame for every client that has said hello, and writes what they take.
     pub fn broadcast(&mut self, stream: u8, data: &[u8]) {
         let len = (data.len() as u32).to_be_bytes();
-        for c in self.clients.iter_mut().filter(|c| c.hello.is_some()) {
+        let watching = |c: &&mut Client| c.hello.is_some_and(|h| h != HELLO_RESIZE);
+        for c in self.clients.iter_mut().filter(watching) {
             c.out.push(stream);
             c.out.extend_from_slice(&len);
             c.out.extend_from_slice(data);
@@ -175,6 +191,21 @@ impl Hub {
             self.set_hello(i, buf[0]);
             buf.copy_within(1..n, 0);
             n -= 1;
+        }
+        let c = &mut self.clients[i];
+        if c.hello == Some(HELLO_RESIZE) {
+            c.partial.extend_from_slice(&buf[..n]);
+            let whole = c.partial.len() / 4 * 4;
+            if whole == 0 {
+                return ClientInput::Nothing;
+            }
+            let r = &c.partial[whole - 4..whole];
+            let input = ClientInput::Resize {
+                rows: u16::from_be_bytes([r[0], r[1]]),
+                cols: u16::from_be_bytes([r[2], r[3]]),
+            };
+            c.partial.drain(..whole);
+            return input;
         }
         if self.holder == Some(i) && n > 0 {
             ClientInput::Stdin(n)
@@ -270,5 +301,85 @@ impl Hub {
         self.accept();
         self.broadcast(FRAME_EXIT, &code.to_be_bytes());
         self.drain(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub_with_client() -> (Hub, UnixStream, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "box-hub-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("s"));
+        let mut hub = Hub::new(UnixListener::bind(dir.join("s")).unwrap()).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        hub.clients.push(Client::new(ours, None, false));
+        (hub, theirs, dir)
+    }
+
+    fn read_until_input(hub: &mut Hub) -> ClientInput {
+        let mut buf = [0u8; 64];
+        for _ in 0..100 {
+            match hub.read_client(0, &mut buf) {
+                ClientInput::Nothing => std::thread::sleep(Duration::from_millis(5)),
+                other => return other,
+            }
+        }
+        ClientInput::Nothing
+    }
+
+    #[test]
+    fn size_channel_gets_resizes_and_no_output() {
+        let (mut hub, mut peer, dir) = hub_with_client();
+        peer.write_all(&[HELLO_RESIZE, 0, 30, 0, 100, 0]).unwrap();
+        assert_eq!(
+            read_until_input(&mut hub),
+            ClientInput::Resize {
+                rows: 30,
+                cols: 100
+            }
+        );
+        // The rest of a record comes later.
+        peer.write_all(&[40, 0, 120]).unwrap();
+        assert_eq!(
+            read_until_input(&mut hub),
+            ClientInput::Resize {
+                rows: 40,
+                cols: 120
+            }
+        );
+        hub.broadcast(crate::FRAME_STDOUT, b"not for a size channel");
+        hub.flush();
+        peer.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 64];
+        let n = peer.read(&mut got).unwrap();
+        assert_eq!(&got[..n], &[FRAME_ATTACHED, 0, 0, 0, 0], "only the ack");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn watcher_keeps_receiving_after_its_input_ends() {
+        let (mut hub, peer, dir) = hub_with_client();
+        (&peer).write_all(b"r").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            read_until_input(&mut hub),
+            ClientInput::Eof {
+                closes_stdin: false
+            }
+        );
+        assert!(hub.clients[0].input_closed);
+        hub.broadcast(crate::FRAME_STDOUT, b"hi");
+        let mut all = Vec::new();
+        hub.clients.clear();
+        (&peer).read_to_end(&mut all).unwrap();
+        assert_eq!(all, [FRAME_ATTACHED, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'h', b'i']);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -219,12 +219,29 @@ pub fn pump_until(
                         }
                     }
                 }
+                ClientInput::Resize { rows, cols } => resize(&b, rows, cols),
                 ClientInput::Gone => hub.remove(i),
             }
         }
         hub.flush();
     }
     Ok(Pumped::Exited(exit.unwrap_or(255)))
+}
+
+/// Sets the box's terminal size (the pty master is its stdout); a box without a terminal
+/// ignores it.
+fn resize(b: &BoxIo, rows: u16, cols: u16) {
+    let Some(master) = b.stdout.as_ref() else {
+        return;
+    };
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; on a pipe it fails with ENOTTY.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
 }
 
 /// Reaps every exited child (the supervisor is a subreaper: the box's orphans come to it);

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use box_engine::db::{BoxRecord, BoxState};
 use box_engine::engine::Engine;
+use box_engine::paths::Paths;
 use box_engine::supervisor;
+use box_supervisor::hub::HELLO_RESIZE;
 
 /// Docker's default detach sequence: ctrl-p ctrl-q.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
@@ -101,7 +103,8 @@ pub fn attach(engine: &Engine, name: &str, flags: &AttachFlags) -> Result<i32> {
             return Err(e.into());
         }
     };
-    match relay(stream, wants_stdin, rec.spec.tty, flags)? {
+    let size = size_channel(engine.paths(), &rec.id, rec.spec.tty);
+    match relay(stream, size, wants_stdin, rec.spec.tty, flags)? {
         Relayed::Exited(code) => Ok(code),
         Relayed::Detached => Ok(0),
         Relayed::Dropped => {
@@ -221,6 +224,53 @@ impl Drop for RawTerminal {
     }
 }
 
+/// A terminal-size channel to box `id` (see `box_supervisor::hub`), when the box has a terminal
+/// and so do we; [`relay`] keeps the box's terminal the size of ours through it.
+pub fn size_channel(paths: &Paths, id: &str, tty: bool) -> Option<UnixStream> {
+    if !tty || !std::io::stdin().is_terminal() {
+        return None;
+    }
+    supervisor::connect_attach(paths, id, HELLO_RESIZE).ok()
+}
+
+/// Sends our terminal's size over `channel` now and after every SIGWINCH (from a thread of its
+/// own; SIGWINCH is blocked in this thread and the threads it starts later, so that thread is
+/// the one that takes it).
+fn follow_terminal_size(mut channel: UnixStream) {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGWINCH);
+    if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+        return;
+    }
+    let mut send = move || -> bool {
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes a winsize into our local.
+        if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } < 0 {
+            return false;
+        }
+        let mut record = [0u8; 4];
+        record[..2].copy_from_slice(&size.ws_row.to_be_bytes());
+        record[2..].copy_from_slice(&size.ws_col.to_be_bytes());
+        channel.write_all(&record).is_ok()
+    };
+    if !send() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while set.wait().is_ok() {
+            if !send() {
+                break;
+            }
+        }
+    });
+}
+
 /// How long [`relay`] waits, after the exit frame, for the supervisor to record the end.
 const END_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -229,10 +279,14 @@ const END_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// box when `forward_stdin`, and is read for the detach keys whenever it is a terminal.
 pub fn relay(
     stream: UnixStream,
+    size: Option<UnixStream>,
     forward_stdin: bool,
     tty: bool,
     flags: &AttachFlags,
 ) -> Result<Relayed> {
+    if let Some(channel) = size {
+        follow_terminal_size(channel);
+    }
     let stdin_is_tty = std::io::stdin().is_terminal();
     let watch_keys = stdin_is_tty && flags.stdin && !flags.detach_keys.is_empty();
     let _raw = RawTerminal::enter(tty && (forward_stdin || watch_keys));

@@ -196,7 +196,8 @@ pub(crate) fn start_attached(
         None => supervisor::spawn_attached(&box_bin()?, engine.paths(), &rec.id, hello)?,
     };
     let flags = AttachFlags::new(!rec.spec.stdin_open, false, DEFAULT_DETACH_KEYS)?;
-    let code = match attach::relay(stream, rec.spec.stdin_open, rec.spec.tty, &flags)? {
+    let size = attach::size_channel(engine.paths(), &rec.id, rec.spec.tty);
+    let code = match attach::relay(stream, size, rec.spec.stdin_open, rec.spec.tty, &flags)? {
         Relayed::Exited(code) => code,
         Relayed::Detached => return Ok(0),
         Relayed::Dropped => bail!("the box's supervisor went away before the box ended"),
