@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,15 +78,66 @@ fn open_use_show_grab_and_close() {
     assert!(j["Usage"]["Pids"].as_u64().unwrap_or(0) >= 1, "{j}");
     assert!(j["UptimeSeconds"].as_i64().is_some(), "{j}");
 
-    // An exec'd session cannot be grabbed (not supervised): said clearly.
-    d.ok(&["use", "-d", "a1", "sleep", "987"]);
+    // A detached session is supervised: `use -d` prints its pid, `grab` takes it over (its
+    // stdin and output, then its exit code), and its output is logged.
+    let session = d.ok(&[
+        "use",
+        "-d",
+        "-i",
+        "a1",
+        "sh",
+        "-c",
+        "echo started; while read l; do [ \"$l\" = quit ] && break; echo got-$l; done; exit 7",
+    ]);
+    let session_pid: i32 = session.trim().parse().expect("use -d prints the pid");
+    let mut grab = d
+        .cmd(&["grab", "a1", &session_pid.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("grab the session");
+    grab.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\nquit\n")
+        .unwrap();
+    let status = wait_deadline(&mut grab, Duration::from_secs(10), "grab of the session");
+    let mut stdout = String::new();
+    grab.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(status.code(), Some(7), "the session's exit code");
+    assert_eq!(stdout, "got-hello\n");
+    let log = std::fs::read_to_string(
+        d.0.join("boxes")
+            .join(id.trim())
+            .join(format!("exec-{session_pid}.log")),
+    )
+    .expect("the session's log");
+    assert!(
+        log.contains("stdout F started") && log.contains("stdout F got-hello"),
+        "{log}"
+    );
+    assert!(!alive(session_pid));
+
+    // A process that is neither the primary nor a session cannot be grabbed: said clearly.
+    let mut other = d
+        .cmd(&["use", "a1", "sleep", "987"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("use");
     let exec_pid = wait_for(Duration::from_secs(10), "the exec'd sleep", || {
         pids_running(&["sleep", "987"]).first().copied()
     });
     let out = d.boxc(&["grab", "a1", &exec_pid.to_string()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not supervised yet"), "{err}");
+    assert!(
+        err.contains("neither its primary process nor a detached session"),
+        "{err}"
+    );
     let out = d.boxc(&["grab", "a1", "999999999"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no process"));
 
@@ -109,6 +161,7 @@ fn open_use_show_grab_and_close() {
     };
     assert_eq!(status.code(), Some(137));
     assert!(!alive(exec_pid), "close killed the exec'd process too");
+    let _ = other.wait();
     assert_eq!(d.ok(&["ps", "-a", "-q"]), "", "close removed the box");
 }
 

@@ -89,6 +89,18 @@ impl Paths {
         self.box_run_dir(id).join("attach.sock")
     }
 
+    /// The attach socket of an exec session of box `id` whose process is host pid `pid`:
+    /// `<run>/boxes/<id>/e<pid>.sock` (short: unix socket paths are limited to 107 bytes).
+    pub fn exec_socket(&self, id: &str, pid: i32) -> PathBuf {
+        self.box_run_dir(id).join(format!("e{pid}.sock"))
+    }
+
+    /// The log of an exec session: `<data>/boxes/<id>/exec-<pid>.log` (CRI format, as the
+    /// box's own `ctr.log`).
+    pub fn exec_log_path(&self, id: &str, pid: i32) -> PathBuf {
+        self.box_dir(id).join(format!("exec-{pid}.log"))
+    }
+
     /// The supervisor's pid file: `<run>/boxes/<id>/supervisor.pid`.
     pub fn supervisor_pid_path(&self, id: &str) -> PathBuf {
         self.box_run_dir(id).join("supervisor.pid")

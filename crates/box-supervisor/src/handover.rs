@@ -3,7 +3,7 @@
 //! number, cleared of `FD_CLOEXEC`, the rest in the environment variable [`ENV`] as
 //! space-separated `key=value` words:
 //!
-//! `listen=FD log=FD holder=N|- clients=FD:HELLO:EOF,… backoff=MS` and, towards the lean image,
+//! `listen=FD log=FD holder=N|- clients=FD:HELLO:EOF,… backoff=MS tty=0|1` and, towards the lean image,
 //! `pid=PID pidfd=FD out=FD err=FD in=FD` (`-` for none), or back towards the full image,
 //! `exit=CODE`. A client's HELLO is its hello byte, or `-` before it said hello; EOF is 1 when
 //! it has shut down its sending side, else 0.
@@ -85,6 +85,7 @@ impl Handover {
             ),
             format!("clients={}", clients.join(",")),
             format!("backoff={}", self.backoff_ms),
+            format!("tty={}", u8::from(self.hub.tty)),
         ];
         if let Some(b) = &self.running {
             let raw = |f: &Option<OwnedFd>| f.as_ref().map(|f| f.as_raw_fd());
@@ -144,6 +145,7 @@ impl Handover {
         };
         let listener = UnixListener::from(fd("listen")?.ok_or_else(|| bad("listen=-"))?);
         let mut hub = Hub::new(listener)?;
+        hub.tty = get("tty")? == "1";
         let clients = get("clients")?;
         for entry in clients.split(',').filter(|e| !e.is_empty()) {
             let bad_entry = || bad(&format!("client {entry:?}"));
@@ -233,6 +235,7 @@ mod tests {
         hub.clients.push(Client::new(a, Some(b'w'), false));
         hub.clients.push(Client::new(b, None, true));
         hub.holder = Some(0);
+        hub.tty = true;
         let log = LogWriter::open(&dir.join("log")).unwrap();
         let (r, w) = {
             let mut fds = [0; 2];
@@ -262,6 +265,7 @@ mod tests {
         let back = unsafe { Handover::decode(&text) }.unwrap();
         assert_eq!(back.fds(), fds);
         assert_eq!(back.hub.holder, Some(0));
+        assert!(back.hub.tty);
         assert_eq!(back.hub.clients[0].hello, Some(b'w'));
         assert_eq!(back.hub.clients[1].hello, None);
         assert!(!back.hub.clients[0].input_closed && back.hub.clients[1].input_closed);
@@ -279,9 +283,11 @@ mod tests {
     fn exit_state_and_bad_input() {
         // SAFETY: no descriptor is named (only `-`), or the decode fails before taking any.
         unsafe {
-            assert!(Handover::decode("listen=- log=1 holder=- clients= backoff=0").is_err());
+            assert!(Handover::decode("listen=- log=1 holder=- clients= backoff=0 tty=0").is_err());
             assert!(Handover::decode("log=9999").is_err());
-            assert!(Handover::decode("listen=9999 log=9998 holder=- clients= backoff=0").is_err());
+            assert!(
+                Handover::decode("listen=9999 log=9998 holder=- clients= backoff=0 tty=0").is_err()
+            );
         }
     }
 }

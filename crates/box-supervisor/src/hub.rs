@@ -8,8 +8,8 @@
 //! Then the supervisor sends frames — 1 byte stream ([`crate::FRAME_ATTACHED`],
 //! [`crate::FRAME_STDOUT`], [`crate::FRAME_STDERR`], [`crate::FRAME_EXIT`]), 4 bytes
 //! big-endian length, data — and a stdin holder's bytes go to the box's stdin. The first frame,
-//! "attached" (empty), says the hello was taken: everything the box writes after it reaches
-//! the client. The exit frame carries the box's exit code
+//! "attached" (one byte: 1 when the box has a terminal, else 0), says the hello was taken:
+//! everything the box writes after it reaches the client. The exit frame carries the box's exit code
 //! (4 bytes BE) and is the last one; the socket closes after it. A client that falls more than
 //! [`crate::CLIENT_BACKLOG`] bytes behind is disconnected. Detach keys are the client's
 //! business (it just disconnects).
@@ -85,6 +85,8 @@ pub struct Hub {
     pub clients: Vec<Client>,
     /// Index into `clients` of the stdin holder.
     pub holder: Option<usize>,
+    /// The box (or session) has a terminal: told to each client in its "attached" frame.
+    pub tty: bool,
 }
 
 impl Hub {
@@ -95,6 +97,7 @@ impl Hub {
             listener,
             clients: Vec::new(),
             holder: None,
+            tty: false,
         })
     }
 
@@ -217,9 +220,10 @@ impl Hub {
     /// Records client `i`'s hello: `w`/`o` take stdin when it is free, `W`/`O` take it over.
     pub fn set_hello(&mut self, i: usize, h: u8) {
         self.clients[i].hello = Some(h);
+        let tty = u8::from(self.tty);
         self.clients[i]
             .out
-            .extend_from_slice(&[FRAME_ATTACHED, 0, 0, 0, 0]);
+            .extend_from_slice(&[FRAME_ATTACHED, 0, 0, 0, 1, tty]);
         match h {
             b'w' | b'o' if self.holder.is_none() => self.holder = Some(i),
             b'W' | b'O' => {
@@ -359,7 +363,7 @@ mod tests {
         peer.set_nonblocking(true).unwrap();
         let mut got = [0u8; 64];
         let n = peer.read(&mut got).unwrap();
-        assert_eq!(&got[..n], &[FRAME_ATTACHED, 0, 0, 0, 0], "only the ack");
+        assert_eq!(&got[..n], &[FRAME_ATTACHED, 0, 0, 0, 1, 0], "only the ack");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -379,7 +383,10 @@ mod tests {
         let mut all = Vec::new();
         hub.clients.clear();
         (&peer).read_to_end(&mut all).unwrap();
-        assert_eq!(all, [FRAME_ATTACHED, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(
+            all,
+            [FRAME_ATTACHED, 0, 0, 0, 1, 0, 1, 0, 0, 0, 2, b'h', b'i']
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

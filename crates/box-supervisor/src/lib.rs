@@ -22,8 +22,8 @@ pub const FRAME_STDOUT: u8 = 1;
 pub const FRAME_STDERR: u8 = 2;
 /// See [`FRAME_STDOUT`]: the last frame, 4 bytes of exit code.
 pub const FRAME_EXIT: u8 = 3;
-/// See [`FRAME_STDOUT`]: the first frame, empty: the hello is taken, output from here on
-/// reaches this client.
+/// See [`FRAME_STDOUT`]: the first frame, one byte (1: the box has a terminal): the hello is
+/// taken, output from here on reaches this client.
 pub const FRAME_ATTACHED: u8 = 4;
 /// A client further behind than this many bytes of output is disconnected.
 pub const CLIENT_BACKLOG: usize = 4 << 20;

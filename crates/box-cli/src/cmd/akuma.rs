@@ -20,7 +20,7 @@ use clap::{CommandFactory, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::attach::{self, AttachFlags, DEFAULT_DETACH_KEYS};
+use super::attach::{self, AttachFlags, Relayed, DEFAULT_DETACH_KEYS};
 use super::cli::{Cli, Format};
 
 /// Shells `box completion` writes scripts for.
@@ -123,7 +123,8 @@ pub enum SessionCommand {
     Grab {
         /// The box.
         name: String,
-        /// A process of the box (its host pid): only the primary process can be grabbed now.
+        /// A process of the box (its host pid): the primary one, or a detached session's
+        /// (`box use -d` prints it).
         pid: Option<i32>,
     },
     /// Stop boxes, then start them again.
@@ -225,18 +226,20 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
         SessionCommand::Use {
             detach,
             tty,
-            interactive: _,
+            interactive,
             name,
             command,
         } => {
-            let engine = engine()?;
+            let engine = super::boxes::engine_for_box(root, &name)?;
             super::boxes::exec(
                 &engine,
                 &name,
                 &command,
                 super::boxes::ExecFlags {
                     tty,
+                    interactive,
                     detach,
+                    print_pid: true,
                     env: Vec::new(),
                     workdir: None,
                     user: None,
@@ -253,15 +256,30 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
             &AttachFlags::new(false, detach, &detach_keys)?,
         ),
         SessionCommand::Close { boxes } => done(close(&engine()?, &boxes)),
-        SessionCommand::Show { format, name } => done(show(&engine()?, &name, format)),
+        SessionCommand::Show { format, name } => done(show(
+            &super::boxes::engine_for_box(root, &name)?,
+            &name,
+            format,
+        )),
         SessionCommand::Grab { name, pid } => grab(&engine()?, &name, pid),
         SessionCommand::Restart { time, boxes } => {
             done(restart(&engine()?, &boxes, Duration::from_secs(time)))
         }
         SessionCommand::Pause { boxes } => done(pause(&engine()?, &boxes, true)),
         SessionCommand::Unpause { boxes } => done(pause(&engine()?, &boxes, false)),
-        SessionCommand::Top { r#box, ps_options } => done(top(&engine()?, &r#box, &ps_options)),
-        SessionCommand::Stats { no_stream, boxes } => done(stats(&engine()?, &boxes, no_stream)),
+        SessionCommand::Top { r#box, ps_options } => done(top(
+            &super::boxes::engine_for_box(root, &r#box)?,
+            &r#box,
+            &ps_options,
+        )),
+        SessionCommand::Stats { no_stream, boxes } => {
+            // One box: seen from its own user namespace (rootless), as top and show do.
+            let engine = match boxes.as_slice() {
+                [one] => super::boxes::engine_for_box(root, one)?,
+                _ => engine()?,
+            };
+            done(stats(&engine, &boxes, no_stream))
+        }
         SessionCommand::Port { r#box } => {
             engine()?.get(&r#box)?;
             Ok(0)
@@ -428,13 +446,59 @@ struct Sample {
 }
 
 fn sample(rt: &box_runtime::Runtime, id: &str) -> Result<Sample> {
-    let s = rt.stats(id)?;
+    let s = match rt.stats(id) {
+        Ok(s) => s,
+        Err(box_runtime::Error::Unsupported(why)) => {
+            return proc_sample(rt, id).ok_or_else(|| anyhow::anyhow!(why));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Sample {
         at: Instant::now(),
         cpu_ns: s.cpu.usage.total,
         mem: s.memory.usage.usage,
         mem_limit: s.memory.usage.limit,
         pids: s.pids.current,
+    })
+}
+
+/// A sample of a box without a cgroup (rootless without delegation), from /proc: CPU time
+/// (utime + stime) and resident memory summed over its live processes (so CPU spent by
+/// processes that already ended is not counted, and shared pages count once per process),
+/// no memory limit. `None` when the box has no process.
+fn proc_sample(rt: &box_runtime::Runtime, id: &str) -> Option<Sample> {
+    let pids = rt.pids(id).ok().filter(|p| !p.is_empty())?;
+    // SAFETY: sysconf only reads system constants.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let ns_per_tick = 1_000_000_000 / ticks.max(1) as u64;
+    let (mut cpu_ns, mut mem) = (0u64, 0u64);
+    for pid in &pids {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name: state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            cpu_ns += (t(11) + t(12)) * ns_per_tick;
+        }
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) {
+            let resident = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok());
+            mem += resident.unwrap_or(0) * page.max(0) as u64;
+        }
+    }
+    Some(Sample {
+        at: Instant::now(),
+        cpu_ns,
+        mem,
+        mem_limit: 0,
+        pids: pids.len() as u64,
     })
 }
 
@@ -694,12 +758,16 @@ fn grab(engine: &Engine, name: &str, pid: Option<i32>) -> Result<i32> {
         let primary = rec.pid.filter(|_| rec.state.is_active());
         if primary != Some(pid) {
             require_active(&rec)?;
+            let session = engine.paths().exec_socket(&rec.id, pid);
+            if session.exists() {
+                return grab_session(&session, &format!("session {pid} of box {}", rec.name));
+            }
             let members = engine.runtime()?.pids(&rec.id)?;
             if members.contains(&pid) {
                 bail!(
-                    "process {pid} of box {} is not its primary process: exec'd sessions (box use / \
-                     box exec) are not supervised yet, so their I/O cannot be grabbed; `box grab {}` \
-                     reattaches to the primary process{}",
+                    "process {pid} of box {} is neither its primary process nor a detached session \
+                     (`box use -d` starts those): its I/O belongs to whoever started it; \
+                     `box grab {}` reattaches to the primary process{}",
                     rec.name,
                     rec.name,
                     primary.map(|p| format!(" (pid {p})")).unwrap_or_default()
@@ -716,6 +784,30 @@ fn grab(engine: &Engine, name: &str, pid: Option<i32>) -> Result<i32> {
         engine,
         &rec.id,
         &AttachFlags::new(false, true, DEFAULT_DETACH_KEYS)?,
+    )
+}
+
+/// `box grab BOX PID` of a detached exec session: takes its stdin over and relays its output
+/// until it ends (its exit code) or the detach keys are typed.
+fn grab_session(socket: &Path, what: &str) -> Result<i32> {
+    let attached = supervisor::connect_attach_at(socket, what, b'W')?;
+    let size = if attached.tty && std::io::stdin().is_terminal() {
+        supervisor::connect_attach_at(socket, what, box_supervisor::hub::HELLO_RESIZE)
+            .ok()
+            .map(|a| a.stream)
+    } else {
+        None
+    };
+    let flags = AttachFlags::new(false, true, DEFAULT_DETACH_KEYS)?;
+    Ok(
+        match attach::relay(attached.stream, size, true, attached.tty, &flags)? {
+            Relayed::Exited(code) => code,
+            Relayed::Detached => 0,
+            Relayed::Dropped => {
+                eprintln!("box: detached from {what}: another client took it over");
+                0
+            }
+        },
     )
 }
 

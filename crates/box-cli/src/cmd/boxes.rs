@@ -2,7 +2,7 @@
 //! rename, and the hidden `__supervise` the supervisor runs as.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -60,9 +60,11 @@ pub(crate) fn spawn_detached(
     Ok(())
 }
 
-/// The engine for a command that enters a running box (exec): rootless, it joins the user
-/// namespace of the box's supervisor rather than making a new one, so the process it starts
-/// lives in the box's own user namespace.
+/// The engine for a command that works in or on one box (exec, use, cp, top, show, stats):
+/// rootless, when the box runs, it joins the user namespace of the box's supervisor rather
+/// than making a new one, so that a process it starts lives in the box's own user namespace
+/// and the box's namespaces and processes are its to enter and see (from a user namespace of
+/// its own they are not: every rootless `box` command makes a new one).
 pub fn engine_for_box(root: Option<PathBuf>, name: &str) -> Result<Engine> {
     if !box_runtime::idmap::running_rootless() || box_runtime::idmap::in_user_namespace() {
         return engine(root);
@@ -72,7 +74,12 @@ pub fn engine_for_box(root: Option<PathBuf>, name: &str) -> Result<Engine> {
         None => Paths::detect(),
     };
     let eng = Engine::open(paths)?;
-    match eng.get(name).ok().and_then(|r| r.supervisor_pid) {
+    let live_supervisor = eng.get(name).ok().and_then(|r| {
+        r.supervisor_pid.filter(|&pid| {
+            r.state.is_active() && box_engine::db::process_alive(pid, r.supervisor_start)
+        })
+    });
+    match live_supervisor {
         Some(pid) => {
             super::userns::join_of(pid)?;
             Ok(eng)
@@ -217,8 +224,12 @@ pub(crate) fn start_attached(
 pub struct ExecFlags {
     /// Terminal.
     pub tty: bool,
+    /// Keep stdin open (a detached session: attach clients can write to it).
+    pub interactive: bool,
     /// Background.
     pub detach: bool,
+    /// Detached: print the session's pid (for `box grab BOX PID`).
+    pub print_pid: bool,
     /// Extra environment.
     pub env: Vec<String>,
     /// Working directory.
@@ -228,8 +239,9 @@ pub struct ExecFlags {
 }
 
 /// `box exec`: a process in a running box, made from the box's own process (its env, user,
-/// capabilities), with the flags on top. Its stdio is this command's; detached (`-d`), it gets
-/// /dev/null instead (and its own session) and this command returns at once, printing nothing.
+/// capabilities), with the flags on top. Its stdio is this command's; detached (`-d`), it is a
+/// supervised session instead (`supervisor::exec`: logged, its own pipes or pty, grabbable by
+/// pid) and this command returns once it runs, printing nothing (or its pid, `print_pid`).
 pub fn exec(engine: &Engine, name: &str, command: &[String], f: ExecFlags) -> Result<i32> {
     let rec = engine.get(name)?;
     if rec.state != BoxState::Running {
@@ -271,52 +283,25 @@ pub fn exec(engine: &Engine, name: &str, command: &[String], f: ExecFlags) -> Re
         detach: f.detach,
         preserve_fds: 0,
     };
+    if f.detach {
+        let pid = supervisor::exec::spawn_exec(
+            &box_bin()?,
+            engine.paths(),
+            &rec.id,
+            opts.process,
+            f.interactive,
+        )?;
+        if f.print_pid {
+            println!("{pid}");
+        }
+        return Ok(0);
+    }
     let rt = engine.runtime()?;
-    let outcome = if f.detach {
-        with_null_stdio(|| Ok(rt.exec(&rec.id, &opts)?))?
-    } else {
-        rt.exec(&rec.id, &opts)?
-    };
+    let outcome = rt.exec(&rec.id, &opts)?;
     Ok(match outcome {
         box_runtime::RunOutcome::Detached => 0,
         box_runtime::RunOutcome::Exited(code) => code,
     })
-}
-
-/// Runs `f` with stdin, stdout and stderr on /dev/null, restored afterwards: a detached
-/// `exec -d` (`use -d`) process must not keep the caller's terminal or pipes (a caller reading
-/// our output to its end would wait for the process).
-fn with_null_stdio<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    use std::os::fd::AsRawFd;
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .context("cannot open /dev/null")?;
-    let _ = std::io::stdout().flush();
-    let mut saved = Vec::new();
-    for fd in 0..3 {
-        // SAFETY: F_DUPFD_CLOEXEC duplicates one of our standard descriptors to a new number
-        // (-1 when the caller left it closed).
-        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        saved.push(copy);
-        // SAFETY: dup2 of our own open /dev/null onto a standard descriptor.
-        unsafe { libc::dup2(null.as_raw_fd(), fd) };
-    }
-    let result = f();
-    for (fd, copy) in saved.into_iter().enumerate() {
-        // SAFETY: puts back the saved descriptor and closes the copy, both ours; a standard
-        // descriptor that was closed before is closed again.
-        unsafe {
-            if copy >= 0 {
-                libc::dup2(copy, fd as libc::c_int);
-                libc::close(copy);
-            } else {
-                libc::close(fd as libc::c_int);
-            }
-        }
-    }
-    result
 }
 
 /// `box start`.
@@ -641,4 +626,15 @@ pub fn supervise(root: Option<PathBuf>, id: &str) -> ! {
         None => Paths::detect(),
     });
     supervisor::run(&paths, id)
+}
+
+/// `box __supervise-exec ID REQUEST`: becomes an exec session's supervisor (never returns).
+pub fn supervise_exec(root: Option<PathBuf>, id: &str, request: &Path) -> ! {
+    // SAFETY: as in `supervise`.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let paths = supervisor::paths_from_env().unwrap_or_else(|| match root {
+        Some(d) => Paths::with_data_dir(d),
+        None => Paths::detect(),
+    });
+    supervisor::exec::run_exec(&paths, id, request)
 }

@@ -338,6 +338,14 @@ pub enum Command {
         /// The box id.
         id: String,
     },
+    /// (internal) The supervisor of a detached exec session.
+    #[command(name = "__supervise-exec", hide = true)]
+    SuperviseExec {
+        /// The box id.
+        id: String,
+        /// The session request the spawner wrote.
+        request: PathBuf,
+    },
     /// Download an image from a registry.
     Pull {
         /// os/arch[/variant] to pick from a multi-platform image (default: this machine's).

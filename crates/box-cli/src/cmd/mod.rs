@@ -76,13 +76,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let done = |r: Result<()>| r.map(|()| 0);
     match cli.command {
         Command::Supervise { id } => boxes::supervise(root, &id),
+        Command::SuperviseExec { id, request } => boxes::supervise_exec(root, &id, &request),
         Command::Run { detach, opts } => {
             let (engine, prepared) = boxes::engine_starting(root)?;
             boxes::run(&engine, prepared, opts, detach)
         }
         Command::Create { opts } => done(boxes::create(&boxes::engine(root)?, opts)),
         Command::Exec {
-            interactive: _,
+            interactive,
             tty,
             detach,
             env,
@@ -96,7 +97,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
             &command,
             boxes::ExecFlags {
                 tty,
+                interactive,
                 detach,
+                print_pid: false,
                 env,
                 workdir,
                 user,
@@ -115,7 +118,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             boxes: b,
         } => done(boxes::remove(&boxes::engine(root)?, &b, force, v)),
         Command::Volume(cmd) => done(volumes::volume(&boxes::engine(root)?, cmd)),
-        Command::Cp { src, dest } => done(files::cp(&boxes::engine(root)?, &src, &dest)),
+        Command::Cp { src, dest } => done(files::cp(
+            &files::cp_engine(root, &src, &dest)?,
+            &src,
+            &dest,
+        )),
         Command::Commit {
             message,
             r#box,

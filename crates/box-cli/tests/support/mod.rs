@@ -790,12 +790,14 @@ pub fn alive(pid: i32) -> bool {
 /// stdin, stdout and stderr (what they point at) and `own-session` when it leads its session,
 /// then `hi`.
 pub const DETACHED_EXEC_SCRIPT: &str =
-    "sleep 1; for f in 0 1 2; do l=$(readlink /proc/$$/fd/$f); echo $l >> /tmp/x; done; \
-     [ \"$(cut -d' ' -f6 /proc/$$/stat)\" = $$ ] && echo own-session >> /tmp/x; echo hi >> /tmp/x";
+    "sleep 1; readlink /proc/$$/fd/0 >> /tmp/x; for f in 1 2; do \
+     case $(readlink /proc/$$/fd/$f) in pipe:*) echo pipe >> /tmp/x;; *) echo other >> /tmp/x;; esac; \
+     done; [ \"$(cut -d' ' -f6 /proc/$$/stat)\" = $$ ] && echo own-session >> /tmp/x; echo hi >> /tmp/x";
 
 /// /tmp/x once [`DETACHED_EXEC_SCRIPT`] is done in a properly detached process: /dev/null for
-/// its stdio (never the caller's pipes), a session of its own.
-pub const DETACHED_EXEC_LEAVES: &str = "/dev/null\n/dev/null\n/dev/null\nown-session\nhi\n";
+/// its stdin, pipes to its session supervisor for output (never the caller's: the caller's
+/// `box exec -d` returned long before), a session of its own.
+pub const DETACHED_EXEC_LEAVES: &str = "/dev/null\npipe\npipe\nown-session\nhi\n";
 
 /// A `box` data dir with a short path (attach sockets live below it, and unix socket paths
 /// are short), removing every box and the data when dropped. Field 0 is the path.

@@ -34,6 +34,7 @@ use crate::error::{EngineError, IoContext, Result};
 use crate::paths::Paths;
 use crate::spec::RestartPolicy;
 
+pub mod exec;
 mod prepared;
 pub use prepared::Prepared;
 
@@ -440,7 +441,8 @@ fn supervise(
     let _ = std::fs::remove_file(&sock_path);
     let listener = UnixListener::bind(&sock_path)
         .ctx(|| format!("cannot listen on {}", sock_path.display()))?;
-    let hub = Hub::new(listener).ctx(|| "cannot make the attach socket non-blocking".into())?;
+    let mut hub = Hub::new(listener).ctx(|| "cannot make the attach socket non-blocking".into())?;
+    hub.tty = sv.rec.spec.tty;
     let log = LogWriter::open(&paths.log_path(id))
         .map_err(|e| EngineError::io("cannot open the box's log".to_string(), e))?;
     let mut io = Handover {
@@ -608,18 +610,37 @@ fn set_nonblocking(fd: &OwnedFd) {
 fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool) -> Result<BoxIo> {
     // A leftover from a crash of an earlier supervisor would block the id.
     let _ = runtime.delete(id, true);
-    let mut opts = CreateOptions {
-        bundle: paths.box_dir(id),
-        ..Default::default()
-    };
-    let started = if tty {
-        let console = paths.box_run_dir(id).join("console.sock");
-        let _ = std::fs::remove_file(&console);
-        let listener = UnixListener::bind(&console)
-            .ctx(|| format!("cannot listen on {}", console.display()))?;
-        opts.console_socket = Some(console.clone());
+    let console = paths.box_run_dir(id).join("console.sock");
+    let started = with_box_stdio(&console, tty, stdin, |console_socket| {
+        let opts = CreateOptions {
+            bundle: paths.box_dir(id),
+            console_socket,
+            ..Default::default()
+        };
         runtime.create(id, &opts)?;
-        let _ = std::fs::remove_file(&console);
+        Ok(())
+    })?;
+    let pid = runtime.load(id)?.pid;
+    runtime.start(id)?;
+    Ok(finish_box_io(started, pid))
+}
+
+/// Runs `start` (which makes a process of the box) with our stdio on new pipes, or, with
+/// `tty`, a console socket bound at `console` from which the pty master is then received; the
+/// returned descriptors are ours (pid and pidfd not filled in yet).
+fn with_box_stdio(
+    console: &Path,
+    tty: bool,
+    stdin: bool,
+    start: impl FnOnce(Option<PathBuf>) -> Result<()>,
+) -> Result<BoxIo> {
+    if tty {
+        let _ = std::fs::remove_file(console);
+        let listener = UnixListener::bind(console)
+            .ctx(|| format!("cannot listen on {}", console.display()))?;
+        let started = start(Some(console.to_path_buf()));
+        let _ = std::fs::remove_file(console);
+        started?;
         let (conn, _) = listener
             .accept()
             .ctx(|| "cannot accept the box's console".into())?;
@@ -633,40 +654,41 @@ fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool)
         } else {
             None
         };
-        BoxIo {
+        return Ok(BoxIo {
             pid: 0,
             pidfd: None,
             stdout: Some(master),
             stderr: None,
             stdin: input,
-        }
+        });
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (in_r, in_w) = if stdin {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
     } else {
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let (in_r, in_w) = if stdin {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
-        } else {
-            (None, None)
-        };
-        let devnull = std::fs::File::open("/dev/null").ctx(|| "cannot open /dev/null".into())?;
-        let in_fd = in_r
-            .as_ref()
-            .map(|f| f.as_raw_fd())
-            .unwrap_or(devnull.as_raw_fd());
-        with_stdio([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
-            runtime.create(id, &opts).map_err(EngineError::from)
-        })?;
-        BoxIo {
-            pid: 0,
-            pidfd: None,
-            stdout: Some(out_r),
-            stderr: Some(err_r),
-            stdin: in_w,
-        }
+        (None, None)
     };
-    let pid = runtime.load(id)?.pid;
-    runtime.start(id)?;
+    let devnull = std::fs::File::open("/dev/null").ctx(|| "cannot open /dev/null".into())?;
+    let in_fd = in_r
+        .as_ref()
+        .map(|f| f.as_raw_fd())
+        .unwrap_or(devnull.as_raw_fd());
+    with_stdio([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
+        start(None)
+    })?;
+    Ok(BoxIo {
+        pid: 0,
+        pidfd: None,
+        stdout: Some(out_r),
+        stderr: Some(err_r),
+        stdin: in_w,
+    })
+}
+
+/// Fills in the started process's pid and a pidfd of it, and makes our ends non-blocking.
+fn finish_box_io(started: BoxIo, pid: i32) -> BoxIo {
     // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a non-negative result is a descriptor the kernel just gave us.
@@ -677,11 +699,11 @@ fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool)
     {
         set_nonblocking(fd);
     }
-    Ok(BoxIo {
+    BoxIo {
         pid,
         pidfd,
         ..started
-    })
+    }
 }
 
 /// Runs `f` with `fds` as our descriptors 0, 1, 2 (box-runtime hands its own stdio to the
@@ -736,22 +758,38 @@ fn oom_killed(runtime: &Runtime, id: &str) -> bool {
 /// A minimal attach client: connects to box `id`'s socket with `hello`, waits for the
 /// "attached" frame and returns the stream (frames as described in [`box_supervisor::hub`]). The CLI builds `attach`/`peek` on this.
 pub fn connect_attach(paths: &Paths, id: &str, hello: u8) -> Result<UnixStream> {
-    let path = paths.attach_socket(id);
-    let mut s = UnixStream::connect(&path)
-        .ctx(|| format!("cannot connect to {} (is the box running?)", path.display()))?;
-    s.write_all(&[hello])
-        .ctx(|| format!("cannot attach to box {id}"))?;
+    connect_attach_at(&paths.attach_socket(id), &format!("box {id}"), hello).map(|a| a.stream)
+}
+
+/// An attach stream, and whether the process behind it has a terminal.
+#[derive(Debug)]
+pub struct Attached {
+    /// The stream (frames as described in [`box_supervisor::hub`]).
+    pub stream: UnixStream,
+    /// The box or session has a terminal (the client may want raw mode).
+    pub tty: bool,
+}
+
+/// [`connect_attach`] to the socket at `path` (an exec session's, say); `what` names it in
+/// errors.
+pub fn connect_attach_at(path: &Path, what: &str, hello: u8) -> Result<Attached> {
+    let mut stream = UnixStream::connect(path)
+        .ctx(|| format!("cannot connect to {} (is {what} running?)", path.display()))?;
+    stream
+        .write_all(&[hello])
+        .ctx(|| format!("cannot attach to {what}"))?;
     // Wait for the supervisor to take the hello, so that nothing the box writes from now on
     // is missed. An end of stream instead means the box is ending: the caller reads that end.
-    let mut head = [0u8; 5];
-    match s.read_exact(&mut head) {
-        Ok(()) if head == [FRAME_ATTACHED, 0, 0, 0, 0] => Ok(s),
-        Ok(()) => Err(EngineError::WrongState(format!(
-            "box {id}'s supervisor answered the attach with frame {}",
-            head[0]
+    match read_frame(&mut stream) {
+        Ok(Some((FRAME_ATTACHED, data))) => Ok(Attached {
+            stream,
+            tty: data.first() == Some(&1),
+        }),
+        Ok(Some((kind, _))) => Err(EngineError::WrongState(format!(
+            "the supervisor of {what} answered the attach with frame {kind}"
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(s),
-        Err(e) => Err(EngineError::io(format!("cannot attach to box {id}"), e)),
+        Ok(None) => Ok(Attached { stream, tty: false }),
+        Err(e) => Err(EngineError::io(format!("cannot attach to {what}"), e)),
     }
 }
 

@@ -1,0 +1,130 @@
+//! Supervised exec sessions: a detached `box exec -d` / `box use -d` process gets a small
+//! supervisor of its own (`box __supervise-exec <id> <file>`), as the box's main process does:
+//! it holds the process's pipes or pty, logs its output to `<data>/boxes/<id>/exec-<pid>.log`
+//! and serves an attach socket at `<run>/boxes/<id>/e<pid>.sock` (the protocol of
+//! [`box_supervisor::hub`]), so `box grab BOX PID` can take the session over later. The session
+//! ends with its process; stopping or removing the box ends it too.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use box_runtime::{ExecOptions, Runtime};
+use box_supervisor::hub::Hub;
+use box_supervisor::log::LogWriter;
+use box_supervisor::pump::pump;
+use serde::{Deserialize, Serialize};
+
+use super::{finish_box_io, handshake, launch, pipe, sys, take_sync_fd, with_box_stdio};
+use crate::error::{EngineError, IoContext, Result};
+use crate::paths::Paths;
+
+/// The hidden subcommand of the `box` binary that runs [`run_exec`].
+pub const EXEC_SUBCOMMAND: &str = "__supervise-exec";
+
+/// What the spawner hands an exec session's supervisor (in a file: a process can be large).
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionRequest {
+    /// The OCI process to start in the box.
+    process: oci_spec::runtime::Process,
+    /// Give it a stdin (a pipe, or the pty) that attach clients can write to.
+    stdin: bool,
+}
+
+/// Starts `process` in running box `id` as a supervised session, detached from the caller
+/// (`box_bin __supervise-exec`); returns the process's host pid once it runs.
+pub fn spawn_exec(
+    box_bin: &Path,
+    paths: &Paths,
+    id: &str,
+    process: oci_spec::runtime::Process,
+    stdin: bool,
+) -> Result<i32> {
+    let run_dir = paths.box_run_dir(id);
+    std::fs::create_dir_all(&run_dir).ctx(|| format!("cannot create {}", run_dir.display()))?;
+    let file = run_dir.join(format!("exec-{}.json", crate::db::new_id()?));
+    let text = serde_json::to_vec(&SessionRequest { process, stdin })
+        .map_err(|e| EngineError::WrongState(format!("cannot encode the exec process: {e}")))?;
+    std::fs::write(&file, text).ctx(|| format!("cannot write {}", file.display()))?;
+    let mut cmd = Command::new(box_bin);
+    cmd.arg(EXEC_SUBCOMMAND).arg(id).arg(&file);
+    let (read_end, write_end) = pipe()?;
+    let started = launch(cmd, paths, id, false, write_end)
+        .and_then(|()| handshake(read_end, paths, id, None));
+    let _ = std::fs::remove_file(&file);
+    started.map(|(pid, _)| pid)
+}
+
+/// The session supervisor's body (`box __supervise-exec <id> <file>`): starts the process,
+/// reports "started <pid>", pumps its I/O until it ends; exits 0 (1 when it could not start it;
+/// the spawner got the reason).
+pub fn run_exec(paths: &Paths, id: &str, request: &Path) -> ! {
+    let mut sync = take_sync_fd();
+    let code = match supervise_exec(paths, id, request, &mut sync) {
+        Ok(()) => 0,
+        Err(e) => {
+            if let Some(mut s) = sync.take() {
+                let _ = writeln!(s, "failed {}", e.to_string().replace('\n', " "));
+            }
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn supervise_exec(
+    paths: &Paths,
+    id: &str,
+    request: &Path,
+    sync: &mut Option<std::fs::File>,
+) -> Result<()> {
+    let text = std::fs::read(request).ctx(|| format!("cannot read {}", request.display()))?;
+    let _ = std::fs::remove_file(request);
+    let req: SessionRequest = serde_json::from_slice(&text)
+        .map_err(|e| EngineError::WrongState(format!("bad exec request: {e}")))?;
+    // SAFETY: prctl with integer arguments: the session's orphans come to us to be reaped.
+    sys("cannot become a child subreaper", unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    })?;
+    let runtime = Runtime::new(paths.runtime_root())?;
+    let me = std::process::id();
+    let run_dir = paths.box_run_dir(id);
+    let pid_file: PathBuf = run_dir.join(format!("e{me}.pid"));
+    let console = run_dir.join(format!("c{me}.sock"));
+    let tty = req.process.terminal() == Some(true);
+    let started = with_box_stdio(&console, tty, req.stdin, |console_socket| {
+        let opts = ExecOptions {
+            process: req.process,
+            console_socket,
+            pid_file: Some(pid_file.clone()),
+            detach: true,
+            preserve_fds: 0,
+        };
+        runtime.exec(id, &opts)?;
+        Ok(())
+    })?;
+    let pid_text =
+        std::fs::read_to_string(&pid_file).ctx(|| format!("cannot read {}", pid_file.display()))?;
+    let _ = std::fs::remove_file(&pid_file);
+    let pid: i32 = pid_text
+        .trim()
+        .parse()
+        .map_err(|_| EngineError::WrongState(format!("bad exec pid {pid_text:?}")))?;
+    let io = finish_box_io(started, pid);
+    let sock = paths.exec_socket(id, pid);
+    let _ = std::fs::remove_file(&sock);
+    let listener =
+        UnixListener::bind(&sock).ctx(|| format!("cannot listen on {}", sock.display()))?;
+    let mut hub = Hub::new(listener).ctx(|| "cannot make the attach socket non-blocking".into())?;
+    hub.tty = tty;
+    let mut log = LogWriter::open(&paths.exec_log_path(id, pid))
+        .map_err(|e| EngineError::io("cannot open the exec session's log".to_string(), e))?;
+    if let Some(mut s) = sync.take() {
+        let _ = writeln!(s, "started {pid}");
+    }
+    let code = pump(&mut hub, &mut log, io).ctx(|| "the session's I/O loop failed".into())?;
+    hub.finish(code);
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
