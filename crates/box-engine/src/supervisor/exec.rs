@@ -3,7 +3,8 @@
 //! it holds the process's pipes or pty, logs its output to `<data>/boxes/<id>/exec-<pid>.log`
 //! and serves an attach socket at `<run>/boxes/<id>/e<pid>.sock` (the protocol of
 //! [`box_supervisor::hub`]), so `box grab BOX PID` can take the session over later. The session
-//! ends with its process; stopping or removing the box ends it too.
+//! ends with its process; stopping or removing the box ends it too. Like the box's supervisor,
+//! a session that runs on becomes the lean `box-supervisor` image and comes back to end.
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -11,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use box_runtime::{ExecOptions, Runtime};
+use box_supervisor::handover::{self, Handover};
 use box_supervisor::hub::Hub;
 use box_supervisor::log::LogWriter;
-use box_supervisor::pump::pump;
 use serde::{Deserialize, Serialize};
 
-use super::{finish_box_io, handshake, launch, pipe, sys, take_sync_fd, with_box_stdio};
+use super::{
+    finish_box_io, handshake, launch, pipe, run_until_end, sys, take_sync_fd, with_box_stdio, Back,
+};
 use crate::error::{EngineError, IoContext, Result};
 use crate::paths::Paths;
 
@@ -60,6 +63,19 @@ pub fn spawn_exec(
 /// reports "started <pid>", pumps its I/O until it ends; exits 0 (1 when it could not start it;
 /// the spawner got the reason).
 pub fn run_exec(paths: &Paths, id: &str, request: &Path) -> ! {
+    if let Ok(state) = std::env::var(handover::ENV) {
+        std::env::remove_var(handover::ENV);
+        // SAFETY: the value is our own start-up environment, written by the lean image that
+        // executed us, and nothing in this process has taken a descriptor yet.
+        let code = match unsafe { Handover::decode(&state) } {
+            Ok(h) => {
+                end_session(h);
+                0
+            }
+            Err(_) => 1,
+        };
+        std::process::exit(code)
+    }
     let mut sync = take_sync_fd();
     let code = match supervise_exec(paths, id, request, &mut sync) {
         Ok(()) => 0,
@@ -118,13 +134,30 @@ fn supervise_exec(
         UnixListener::bind(&sock).ctx(|| format!("cannot listen on {}", sock.display()))?;
     let mut hub = Hub::new(listener).ctx(|| "cannot make the attach socket non-blocking".into())?;
     hub.tty = tty;
-    let mut log = LogWriter::open(&paths.exec_log_path(id, pid))
+    let log = LogWriter::open(&paths.exec_log_path(id, pid))
         .map_err(|e| EngineError::io("cannot open the exec session's log".to_string(), e))?;
     if let Some(mut s) = sync.take() {
         let _ = writeln!(s, "started {pid}");
     }
-    let code = pump(&mut hub, &mut log, io).ctx(|| "the session's I/O loop failed".into())?;
-    hub.finish(code);
-    let _ = std::fs::remove_file(&sock);
+    let mut state = Handover {
+        hub,
+        log,
+        running: None,
+        exit: None,
+        backoff_ms: 0,
+    };
+    // A session that runs on becomes the lean image too, and comes back here at its end.
+    let code = run_until_end(&mut state, io, &Back::this_process())?;
+    state.exit = Some(code);
+    end_session(state);
     Ok(())
+}
+
+/// The session's end: the exit frame to the clients, its socket removed.
+fn end_session(mut h: Handover) {
+    h.hub.finish(h.exit.unwrap_or(255));
+    let sock = h.hub.listener.local_addr().ok();
+    if let Some(path) = sock.as_ref().and_then(|a| a.as_pathname()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
