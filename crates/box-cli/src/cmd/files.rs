@@ -36,6 +36,16 @@ fn parent_of(p: &str) -> String {
     }
 }
 
+/// The engine for `box cp SRC DEST`: that of the box either names (see
+/// `boxes::engine_for_box`: rootless, a running box's mount namespace can only be entered
+/// from its own user namespace).
+pub fn cp_engine(root: Option<PathBuf>, src: &str, dest: &str) -> Result<Engine> {
+    match split_box(src).or_else(|| split_box(dest)) {
+        Some((b, _)) => super::boxes::engine_for_box(root, b),
+        None => super::boxes::engine(root),
+    }
+}
+
 /// `box cp`.
 pub fn cp(engine: &Engine, src: &str, dest: &str) -> Result<()> {
     match (split_box(src), split_box(dest)) {
