@@ -58,7 +58,7 @@ impl Runtime {
         let init = record.pid;
         let mut joins: Vec<(libc::c_int, File)> = Vec::new();
         for (flag, name) in JOIN_ORDER {
-            if differs(init, name) {
+            if differs(init, name)? {
                 let f = File::open(format!("/proc/{init}/ns/{name}"))
                     .ctx(|| format!("cannot open the box's {name} namespace"))?;
                 joins.push((flag, f));
@@ -83,7 +83,7 @@ impl Runtime {
                 ))
             }
         };
-        let pid_ns = if differs(init, "pid") {
+        let pid_ns = if differs(init, "pid")? {
             Some(
                 File::open(format!("/proc/{init}/ns/pid"))
                     .ctx(|| "cannot open the box's pid namespace")?,
@@ -171,13 +171,18 @@ impl Runtime {
     }
 }
 
-/// Whether the box's init lives in a different `name` namespace than we do.
-fn differs(init: i32, name: &str) -> bool {
+/// Whether the box's init lives in a different `name` namespace than we do. A namespace kind
+/// this kernel lacks (we have no such link either) counts as the same; a namespace of the
+/// box's we cannot see (its init gone, or no ptrace rights over it, e.g. rootless from another
+/// user namespace) is an error: taking it for ours would start the process outside the box.
+fn differs(init: i32, name: &str) -> Result<bool> {
     let theirs = std::fs::read_link(format!("/proc/{init}/ns/{name}"));
     let ours = std::fs::read_link(format!("/proc/self/ns/{name}"));
     match (theirs, ours) {
-        (Ok(t), Ok(o)) => t != o,
-        _ => false,
+        (Ok(t), Ok(o)) => Ok(t != o),
+        (_, Err(_)) => Ok(false),
+        (Err(e), Ok(_)) => Err(e)
+            .ctx(|| format!("cannot see the box's {name} namespace (of its init, pid {init})")),
     }
 }
 
@@ -304,4 +309,20 @@ fn become_root_in_user_ns() {
     let u = nix::unistd::Uid::from_raw(0);
     let _ = nix::unistd::setresgid(g, g, g);
     let _ = nix::unistd::setresuid(u, u, u);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_of_the_box_we_cannot_see_is_an_error_not_ours() {
+        let me = std::process::id() as i32;
+        assert!(!differs(me, "pid").expect("our own pid namespace"));
+        // A kind no kernel has: neither side has the link, so it counts as the same.
+        assert!(!differs(me, "no-such-kind").expect("no such kind"));
+        // An init that is gone (or hidden from us): its namespaces cannot be told.
+        let err = differs(i32::MAX, "mnt").expect_err("no such process");
+        assert!(err.to_string().contains("mnt namespace"), "{err}");
+    }
 }
