@@ -255,7 +255,16 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
             &name,
             &AttachFlags::new(false, detach, &detach_keys)?,
         ),
-        SessionCommand::Close { boxes } => done(close(&engine()?, &boxes)),
+        SessionCommand::Close { boxes } => {
+            let one = |n: &str| vec!["close".into(), n.into()];
+            if let Some(code) = super::boxes::per_box_rootless(&root, &boxes, one) {
+                return code;
+            }
+            done(close(
+                &super::boxes::engine_for_box(root, &boxes[0])?,
+                &boxes,
+            ))
+        }
         SessionCommand::Show { format, name } => done(show(
             &super::boxes::engine_for_box(root, &name)?,
             &name,
@@ -263,7 +272,15 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
         )),
         SessionCommand::Grab { name, pid } => grab(&engine()?, &name, pid),
         SessionCommand::Restart { time, boxes } => {
-            done(restart(&engine()?, &boxes, Duration::from_secs(time)))
+            let one = |n: &str| vec!["restart".into(), "-t".into(), time.to_string(), n.into()];
+            if let Some(code) = super::boxes::per_box_rootless(&root, &boxes, one) {
+                return code;
+            }
+            done(restart(
+                &super::boxes::engine_for_box(root, &boxes[0])?,
+                &boxes,
+                Duration::from_secs(time),
+            ))
         }
         SessionCommand::Pause { boxes } => done(pause(&engine()?, &boxes, true)),
         SessionCommand::Unpause { boxes } => done(pause(&engine()?, &boxes, false)),

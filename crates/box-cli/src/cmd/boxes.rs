@@ -91,6 +91,43 @@ pub fn engine_for_box(root: Option<PathBuf>, name: &str) -> Result<Engine> {
     }
 }
 
+/// Rootless, a command that signals boxes (stop, kill, rm, restart, close) must act from each
+/// box's own user namespace (see [`engine_for_box`]: from another one, a process running as
+/// any user but the box's root cannot be signalled), and a process can join only one. With
+/// several boxes, this runs `box [--root DIR] ARGS(name)` once per box instead, in order,
+/// stopping at the first failure (whose exit code it returns), as the loop over boxes does;
+/// `None` when one process can do it all (as root, or for one box).
+pub fn per_box_rootless(
+    root: &Option<PathBuf>,
+    boxes: &[String],
+    args: impl Fn(&str) -> Vec<String>,
+) -> Option<Result<i32>> {
+    if boxes.len() < 2
+        || !box_runtime::idmap::running_rootless()
+        || box_runtime::idmap::in_user_namespace()
+    {
+        return None;
+    }
+    let run = || -> Result<i32> {
+        let bin = box_bin()?;
+        for name in boxes {
+            let mut cmd = std::process::Command::new(&bin);
+            if let Some(r) = root {
+                cmd.arg("--root").arg(r);
+            }
+            let status = cmd
+                .args(args(name))
+                .status()
+                .with_context(|| format!("cannot run {}", bin.display()))?;
+            if !status.success() {
+                return Ok(status.code().unwrap_or(1));
+            }
+        }
+        Ok(0)
+    };
+    Some(run())
+}
+
 fn box_bin() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the box binary to run the supervisor")
 }

@@ -106,17 +106,50 @@ fn dispatch(cli: Cli) -> Result<i32> {
             },
         ),
         Command::Start { attach, boxes: b } => boxes::start(&boxes::engine(root)?, &b, attach),
-        Command::Stop { time, boxes: b } => done(boxes::stop(
-            &boxes::engine(root)?,
-            &b,
-            std::time::Duration::from_secs(time),
-        )),
-        Command::Kill { signal, boxes: b } => done(boxes::kill(&boxes::engine(root)?, &b, &signal)),
+        Command::Stop { time, boxes: b } => {
+            let one = |n: &str| vec!["stop".into(), "-t".into(), time.to_string(), n.into()];
+            if let Some(code) = boxes::per_box_rootless(&root, &b, one) {
+                return code;
+            }
+            done(boxes::stop(
+                &boxes::engine_for_box(root, &b[0])?,
+                &b,
+                std::time::Duration::from_secs(time),
+            ))
+        }
+        Command::Kill { signal, boxes: b } => {
+            let one = |n: &str| vec!["kill".into(), "-s".into(), signal.clone(), n.into()];
+            if let Some(code) = boxes::per_box_rootless(&root, &b, one) {
+                return code;
+            }
+            done(boxes::kill(
+                &boxes::engine_for_box(root, &b[0])?,
+                &b,
+                &signal,
+            ))
+        }
         Command::Rm {
             force,
             volumes: v,
             boxes: b,
-        } => done(boxes::remove(&boxes::engine(root)?, &b, force, v)),
+        } => {
+            let one = |n: &str| {
+                let mut a = vec!["rm".to_string()];
+                a.extend(force.then(|| "-f".to_string()));
+                a.extend(v.then(|| "-v".to_string()));
+                a.push(n.into());
+                a
+            };
+            if let Some(code) = boxes::per_box_rootless(&root, &b, one) {
+                return code;
+            }
+            done(boxes::remove(
+                &boxes::engine_for_box(root, &b[0])?,
+                &b,
+                force,
+                v,
+            ))
+        }
         Command::Volume(cmd) => done(volumes::volume(&boxes::engine(root)?, cmd)),
         Command::Cp { src, dest } => done(files::cp(
             &files::cp_engine(root, &src, &dest)?,
