@@ -498,9 +498,82 @@ fn record_json(r: &BoxRecord) -> serde_json::Value {
     })
 }
 
+/// One `ps --filter KEY=VALUE`.
+struct PsFilter {
+    key: String,
+    value: String,
+}
+
+impl PsFilter {
+    fn parse(arg: &str) -> Result<PsFilter> {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--filter {arg}: KEY=VALUE expected"))?;
+        match key {
+            "name" | "id" | "label" => {}
+            "status" => {
+                value.parse::<BoxState>().map_err(|_| {
+                    anyhow!("--filter {arg}: status is created, running, paused, exited or dead")
+                })?;
+            }
+            "exited" => {
+                value
+                    .parse::<i32>()
+                    .map_err(|_| anyhow!("--filter {arg}: exited takes an exit code"))?;
+            }
+            _ => bail!("--filter {arg}: unknown key {key} (name, id, status, label, exited)"),
+        }
+        Ok(PsFilter {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    fn matches(&self, b: &BoxRecord) -> bool {
+        let v = self.value.as_str();
+        match self.key.as_str() {
+            "name" => b.name.contains(v),
+            "id" => b.id.starts_with(v),
+            "status" => b.state.as_str() == v,
+            "label" => match v.split_once('=') {
+                Some((k, want)) => b.spec.labels.get(k).is_some_and(|l| l == want),
+                None => b.spec.labels.contains_key(v),
+            },
+            "exited" => {
+                b.state == BoxState::Exited && b.exit_code.is_some_and(|c| c.to_string() == v)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `b` passes every key of `filters` (any of that key's values).
+fn passes(b: &BoxRecord, filters: &[PsFilter]) -> bool {
+    filters.iter().all(|f| {
+        filters
+            .iter()
+            .filter(|g| g.key == f.key)
+            .any(|g| g.matches(b))
+    })
+}
+
 /// `box ps`.
-pub fn ps(engine: &Engine, all: bool, quiet: bool, format: Format) -> Result<()> {
-    let boxes = engine.list(all)?;
+pub fn ps(
+    engine: &Engine,
+    all: bool,
+    quiet: bool,
+    filter: &[String],
+    format: Format,
+) -> Result<()> {
+    let filters = filter
+        .iter()
+        .map(|f| PsFilter::parse(f))
+        .collect::<Result<Vec<_>>>()?;
+    let boxes: Vec<BoxRecord> = engine
+        .list(all)?
+        .into_iter()
+        .filter(|b| passes(b, &filters))
+        .collect();
     if quiet {
         for b in &boxes {
             println!("{}", b.short_id());

@@ -276,6 +276,11 @@ pub enum Command {
         /// Only ids.
         #[arg(long, short = 'q')]
         quiet: bool,
+        /// Only boxes matching KEY=VALUE: name (part of the name), id (a prefix), status
+        /// (created, running, paused, exited, dead), label (KEY or KEY=VALUE), exited (the exit
+        /// code); repeatable: values of one key are alternatives, different keys must all match.
+        #[arg(long, short = 'f')]
+        filter: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,

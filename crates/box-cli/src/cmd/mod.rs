@@ -175,9 +175,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
             file,
             std::time::Duration::from_secs(time),
         )),
-        Command::Ps { all, quiet, format } => {
-            done(boxes::ps(&boxes::engine(root)?, all, quiet, format))
-        }
+        Command::Ps {
+            all,
+            quiet,
+            filter,
+            format,
+        } => done(boxes::ps(
+            &boxes::engine(root)?,
+            all,
+            quiet,
+            &filter,
+            format,
+        )),
         Command::Logs {
             follow,
             tail,
