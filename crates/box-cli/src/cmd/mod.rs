@@ -170,11 +170,19 @@ fn dispatch(cli: Cli) -> Result<i32> {
             done(files::container_prune(&boxes::engine(root)?))
         }
         Command::Up { file } => done(project::up(&boxes::engine(root)?, file)),
-        Command::Down { file, time } => done(project::down(
-            &boxes::engine(root)?,
-            file,
-            std::time::Duration::from_secs(time),
-        )),
+        Command::Down { file, time } => {
+            // Rootless, the box is stopped from its own user namespace (as `box stop` does); a
+            // file that cannot be read is reported by `down` itself.
+            let engine = match project::box_name(file.clone()) {
+                Ok(name) => boxes::engine_for_box(root, &name)?,
+                Err(_) => boxes::engine(root)?,
+            };
+            done(project::down(
+                &engine,
+                file,
+                std::time::Duration::from_secs(time),
+            ))
+        }
         Command::Ps {
             all,
             quiet,

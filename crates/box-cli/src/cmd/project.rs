@@ -322,6 +322,11 @@ fn project(file: Option<PathBuf>) -> Result<ProjectFile> {
     load(&path)
 }
 
+/// The name of the project's box (from `file`, default ./box.toml).
+pub fn box_name(file: Option<PathBuf>) -> Result<String> {
+    project(file)?.box_name()
+}
+
 /// `box up`: makes and starts the project's box in the background; an already running box is
 /// left as it is, a stopped one is started again.
 pub fn up(engine: &Engine, file: Option<PathBuf>) -> Result<()> {
