@@ -74,11 +74,49 @@ impl UserBox {
         c
     }
 
+    /// Runs `box ARGS…` as the user with no stdin, its output read to its ends; a command
+    /// still running after `COMMAND_TIMEOUT` (a hang) is killed and fails the test.
     fn boxc(&self, args: &[&str]) -> Output {
-        self.cmd(args)
+        use std::io::Read;
+        let mut child = self
+            .cmd(args)
             .stdin(Stdio::null())
-            .output()
-            .expect("run box as the test user")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run box as the test user");
+        let read = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut b = Vec::new();
+                let _ = r.read_to_end(&mut b);
+                b
+            })
+        };
+        let out = read(Box::new(child.stdout.take().expect("stdout")));
+        let err = read(Box::new(child.stderr.take().expect("stderr")));
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().expect("wait");
+                // In a drop guard during a failure, a second panic would abort.
+                assert!(
+                    std::thread::panicking(),
+                    "box {args:?} as {} still ran after {COMMAND_TIMEOUT:?}",
+                    self.user.name
+                );
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -1031,4 +1069,34 @@ fn rootless_boxes_running_as_another_user_are_stopped_killed_restarted_and_remov
                 .then_some(())
         },
     );
+}
+
+#[test]
+fn rootless_up_and_down_of_a_project_box_running_as_another_user() {
+    if !require_root("rootless_up_and_down_of_a_project_box_running_as_another_user") {
+        return;
+    }
+    let u = UserBox::new();
+    let proj = u.user_dir("proj");
+    let file = proj.join("box.toml");
+    std::fs::write(
+        &file,
+        "image = \"host\"\nname = \"pj\"\nuser = \"1000\"\n\
+         command = [\"sh\", \"-c\", \"id -u; exec sleep 1000\"]\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    assert!(u.ok(&["up", "-f", f]).starts_with("box pj started"));
+    assert_eq!(wait_logs(&u, "pj", "1000\n"), "1000\n");
+    let pid = init_pid(&u, "pj");
+    assert!(u
+        .ok(&["up", "-f", f])
+        .starts_with("box pj is already running"));
+    let t = Instant::now();
+    assert_eq!(u.ok(&["down", "-f", f, "-t", "1"]), "pj\nbox pj removed\n");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(u.ok(&["ps", "-a", "-q"]), "");
+    wait_for(Duration::from_secs(10), "the box's init to die", || {
+        (!alive(pid)).then_some(())
+    });
 }
