@@ -69,7 +69,9 @@ fn detached_box_lives_logs_execs_stops_and_is_removed() {
     // A box that keeps running gets the lean supervisor image (box-supervisor) after a moment,
     // and still logs and answers through it.
     let inspect: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "web"])).unwrap();
-    let sup = inspect[0]["State"]["SupervisorPid"].as_i64().expect("supervisor pid");
+    let sup = inspect[0]["State"]["SupervisorPid"]
+        .as_i64()
+        .expect("supervisor pid");
     let exe = wait_for(Duration::from_secs(5), "the lean supervisor image", || {
         std::fs::read_link(format!("/proc/{sup}/exe"))
             .ok()
