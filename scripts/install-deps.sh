@@ -11,6 +11,7 @@ PACKAGES=(
     e2fsprogs                                 # chattr: box-runc is installed immutable
     runc crun hyperfine                       # peers and the start-latency benchmark
     podman containerd                         # interop suites
+    docker-registry skopeo                    # registry suites (a local registry on 127.0.0.1)
     jq git ca-certificates curl
 )
 apt-get update

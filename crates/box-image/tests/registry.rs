@@ -122,7 +122,7 @@ fn unreachable_registry_is_a_clear_error() {
 #[test]
 fn multi_arch_index_pushed_by_skopeo_resolves_per_platform() {
     require_registry!();
-    if !std::path::Path::new("/usr/bin/skopeo").exists() {
+    if !have_tool("/usr/bin/skopeo", "skopeo") {
         eprintln!("skipped: skopeo not installed");
         return;
     }

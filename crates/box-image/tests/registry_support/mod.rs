@@ -16,9 +16,21 @@ use sha2::{Digest as _, Sha256};
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
-/// Whether the suite can run here.
+/// Whether the suite can run here. Where every test must run (`BOX_REQUIRE_PRIVILEGED=1`, set
+/// by CI), a missing registry is a failure, not a skip.
 pub fn have_registry() -> bool {
-    Path::new(REGISTRY_BIN).exists()
+    have_tool(REGISTRY_BIN, "docker-registry")
+}
+
+/// Whether `path` (from Debian package `package`) exists; see [`have_registry`] for CI.
+pub fn have_tool(path: &str, package: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var("BOX_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{path} is missing (apt-get install {package}; scripts/install-deps.sh does)");
+    }
+    false
 }
 
 /// A temporary directory removed on drop.
