@@ -93,9 +93,14 @@ impl Channel {
 
     fn recv_with(&self, flags: MsgFlags) -> Result<Option<Message>> {
         let mut buf = [0u8; MAX_MESSAGE];
+        let mut reset_seen = false;
         let n = loop {
             match nix::sys::socket::recv(self.fd.as_raw_fd(), &mut buf, flags) {
                 Err(nix::errno::Errno::EINTR) => continue,
+                // A peer that exits with our last message unread resets the connection, and
+                // the kernel reports that before the messages it sent first (its "failed, and
+                // why"): the error is reported once, so read on for what is queued.
+                Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
                 other => break other.ctx(|| "cannot read the handshake socket")?,
             }
         };
@@ -146,6 +151,19 @@ fn encode_tag(buf: &mut [u8], tag: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_fails_and_exits_with_our_message_unread_still_tells_why() {
+        let (runtime, init) = channel_pair().expect("socketpair");
+        runtime.send(&Message::Go).unwrap();
+        init.send(&Message::Failed("no such file".into())).unwrap();
+        drop(init); // closed with the Go unread: the runtime's side sees a reset first
+        match runtime.recv().unwrap() {
+            Some(Message::Failed(why)) => assert_eq!(why, "no such file"),
+            other => panic!("expected the failure, got {other:?}"),
+        }
+        assert!(matches!(runtime.recv(), Ok(None)));
+    }
 
     #[test]
     fn messages_round_trip_over_the_pair() {
