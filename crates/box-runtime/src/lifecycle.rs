@@ -1,7 +1,7 @@
 //! Driving boxes after creation: start, run (create+start+wait), state, kill, delete, list,
 //! pause/resume, update, stats — each a short command against the state root.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,7 @@ impl Runtime {
         nix::unistd::write(fifo.as_fd(), b"0").ctx(|| "cannot signal the box's init to start")?;
         std::fs::remove_file(&fifo_path)
             .ctx(|| format!("cannot remove {}", fifo_path.display()))?;
+        wait_for_exec(&fifo);
         run_hooks(
             record.config.hooks().as_ref(),
             HookPoint::Poststart,
@@ -345,6 +346,36 @@ pub fn wait_exit_code(pid: i32) -> Result<i32> {
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e).ctx(|| format!("cannot wait for pid {pid}")),
+        }
+    }
+}
+
+/// How long `start` waits for the init to execute the user program before poststart hooks.
+const EXEC_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until the init has executed the user program (or died): its end of the exec fifo is
+/// close-on-exec, and a fifo's write end reports POLLERR once no reader is left. Poststart
+/// hooks run after the user process starts (OCI), so after the init's startContainer hooks.
+/// Gives up after [`EXEC_WAIT`] (a startContainer hook that takes longer).
+fn wait_for_exec(fifo: &impl AsFd) {
+    let deadline = Instant::now() + EXEC_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: fifo.as_fd().as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; events 0 still reports POLLERR/POLLHUP.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as libc::c_int) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return;
         }
     }
 }
