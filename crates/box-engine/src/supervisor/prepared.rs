@@ -126,6 +126,9 @@ fn wait_and_supervise(
     }
     drop(devnull);
     close_all_but(&[go.as_raw_fd(), sync.as_raw_fd()]);
+    // While the caller writes the box's files: moving the box's init into its cgroup soon
+    // will not wait for the kernel's RCU grace period.
+    box_runtime::cgroups::prime_attach_lock();
     let mut line = String::new();
     let mut reader = std::io::BufReader::new(std::fs::File::from(go));
     let got = reader.read_line(&mut line);
