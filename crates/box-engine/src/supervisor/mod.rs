@@ -267,7 +267,14 @@ pub fn run(paths: &Paths, id: &str) -> ! {
             let mut sync = take_sync_fd();
             let attach_first = std::env::var_os(ATTACH_FIRST_ENV).is_some();
             std::env::remove_var(ATTACH_FIRST_ENV);
-            let result = supervise(paths, id, &mut sync, attach_first, Back::this_process());
+            let result = supervise(
+                paths,
+                id,
+                &mut sync,
+                attach_first,
+                Back::this_process(),
+                None,
+            );
             finish_run(paths, id, result, &mut sync)
         }
     };
@@ -362,8 +369,13 @@ struct Supervision<'a> {
 }
 
 impl<'a> Supervision<'a> {
-    fn load(paths: &'a Paths, id: &'a str, back: Back) -> Result<Supervision<'a>> {
-        let db = BoxDb::open(&paths.db_path())?;
+    fn load(
+        paths: &'a Paths,
+        id: &'a str,
+        back: Back,
+        ground: Groundwork,
+    ) -> Result<Supervision<'a>> {
+        let Groundwork { db, runtime } = ground;
         let rec = db
             .get(id)?
             .ok_or_else(|| EngineError::NoSuchBox(id.to_string()))?;
@@ -380,7 +392,7 @@ impl<'a> Supervision<'a> {
             back,
             paths,
             id,
-            runtime: Runtime::new(paths.runtime_root())?,
+            runtime,
             db,
             rec,
             snapshot,
@@ -395,44 +407,78 @@ impl<'a> Supervision<'a> {
 }
 
 /// Everything after the spawn handshake: the life of the box, restarts included.
+/// What a supervisor makes before it needs to know its box: its own mount namespace (`/`
+/// a slave, so the box's overlay stays ours), the subreaper flag, the database connection and
+/// the runtime. A prepared supervisor makes it while it waits for the box's id.
+pub(crate) struct Groundwork {
+    db: BoxDb,
+    runtime: Runtime,
+}
+
+impl Groundwork {
+    /// Enters the supervisor's own mount namespace and opens the database and the runtime.
+    pub(crate) fn make(paths: &Paths) -> Result<Groundwork> {
+        Groundwork::enter_own_namespace()?;
+        Groundwork::open(paths)
+    }
+
+    /// The supervisor's own mount namespace, and the subreaper flag.
+    pub(crate) fn enter_own_namespace() -> Result<()> {
+        // The overlay lives in our own mount namespace; the box's init inherits it.
+        // SAFETY: unshare and mount with constant or valid NUL-terminated arguments.
+        unsafe {
+            sys(
+                "cannot make the supervisor's mount namespace",
+                libc::unshare(libc::CLONE_NEWNS),
+            )?;
+            sys(
+                "cannot make / a slave mount",
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_SLAVE | libc::MS_REC,
+                    std::ptr::null(),
+                ),
+            )?;
+            // SAFETY (same block): prctl with integer arguments.
+            sys(
+                "cannot become a child subreaper",
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The database and the runtime only (the full image coming back from the lean one is in
+    /// its namespace already).
+    pub(crate) fn open(paths: &Paths) -> Result<Groundwork> {
+        Ok(Groundwork {
+            db: BoxDb::open(&paths.db_path())?,
+            runtime: Runtime::new(paths.runtime_root())?,
+        })
+    }
+}
+
 fn supervise(
     paths: &Paths,
     id: &str,
     sync: &mut Option<std::fs::File>,
     attach_first: bool,
     back: Back,
+    ground: Option<Groundwork>,
 ) -> Result<()> {
-    let mut sv = Supervision::load(paths, id, back)?;
+    let ground = match ground {
+        Some(g) => g,
+        None => Groundwork::make(paths)?,
+    };
+    let mut sv = Supervision::load(paths, id, back, ground)?;
     sv.db.set_supervisor(id, sv.me, sv.my_start)?;
     let run_dir = paths.box_run_dir(id);
     std::fs::create_dir_all(&run_dir).ctx(|| format!("cannot create {}", run_dir.display()))?;
     let _ = std::fs::remove_file(run_dir.join(STOP_MARKER));
     std::fs::write(paths.supervisor_pid_path(id), sv.me.to_string())
         .ctx(|| format!("cannot write {}", paths.supervisor_pid_path(id).display()))?;
-
-    // The overlay lives in our own mount namespace; the box's init inherits it.
-    // SAFETY: unshare and mount with constant or valid NUL-terminated arguments.
-    unsafe {
-        sys(
-            "cannot make the supervisor's mount namespace",
-            libc::unshare(libc::CLONE_NEWNS),
-        )?;
-        sys(
-            "cannot make / a slave mount",
-            libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_SLAVE | libc::MS_REC,
-                std::ptr::null(),
-            ),
-        )?;
-        // SAFETY (same block): prctl with integer arguments.
-        sys(
-            "cannot become a child subreaper",
-            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0),
-        )?;
-    }
     if let Some(s) = sv.snapshot.as_mut() {
         s.mount()?;
     }
@@ -465,7 +511,7 @@ fn supervise(
 
 /// The full image again after the lean one: the box has ended with `h.exit`.
 fn resume(paths: &Paths, id: &str, h: Handover) -> Result<()> {
-    let mut sv = Supervision::load(paths, id, Back::this_process())?;
+    let mut sv = Supervision::load(paths, id, Back::this_process(), Groundwork::open(paths)?)?;
     life(&mut sv, h, &mut None)
 }
 

@@ -12,7 +12,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use super::{finish_run, handshake, pipe, supervise, Back, DATA_DIR_ENV, RUN_DIR_ENV, SUBCOMMAND};
+use super::{
+    finish_run, handshake, pipe, supervise, Back, Groundwork, DATA_DIR_ENV, RUN_DIR_ENV, SUBCOMMAND,
+};
 use crate::error::{EngineError, Result};
 use crate::paths::Paths;
 
@@ -129,6 +131,13 @@ fn wait_and_supervise(
     // While the caller writes the box's files: moving the box's init into its cgroup soon
     // will not wait for the kernel's RCU grace period.
     box_runtime::cgroups::prime_attach_lock();
+    // Likewise the groundwork (own mount namespace, database, runtime): off the critical path.
+    // On a first use the caller makes the data dir only now: then the database waits.
+    let entered = Groundwork::enter_own_namespace();
+    let early = entered
+        .as_ref()
+        .ok()
+        .and_then(|()| Groundwork::open(paths).ok());
     let mut line = String::new();
     let mut reader = std::io::BufReader::new(std::fs::File::from(go));
     let got = reader.read_line(&mut line);
@@ -147,7 +156,12 @@ fn wait_and_supervise(
         args: vec![SUBCOMMAND.to_string(), id.clone()],
     };
     let mut sync = Some(std::fs::File::from(sync));
-    let result = supervise(paths, &id, &mut sync, flag == "a", back);
+    let ground = match (entered, early) {
+        (_, Some(g)) => Ok(g),
+        (Ok(()), None) => Groundwork::open(paths),
+        (Err(e), None) => Err(e),
+    };
+    let result = ground.and_then(|g| supervise(paths, &id, &mut sync, flag == "a", back, Some(g)));
     let code = finish_run(paths, &id, result, &mut sync);
     // SAFETY: as above.
     unsafe { libc::_exit(code) }
