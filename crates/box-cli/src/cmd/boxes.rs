@@ -729,22 +729,22 @@ pub fn rename(engine: &Engine, name: &str, new_name: &str) -> Result<()> {
 
 /// `box __supervise ID`: becomes the box's supervisor (never returns).
 pub fn supervise(root: Option<PathBuf>, id: &str) -> ! {
-    // SAFETY: a CLI killed before reading "started" must not take its supervisor along (SIGPIPE).
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let paths = supervisor::paths_from_env().unwrap_or_else(|| match root {
-        Some(d) => Paths::with_data_dir(d),
-        None => Paths::detect(),
-    });
-    supervisor::run(&paths, id)
+    supervisor::run(&supervisor_paths(root), id)
 }
 
 /// `box __supervise-exec ID REQUEST`: becomes an exec session's supervisor (never returns).
 pub fn supervise_exec(root: Option<PathBuf>, id: &str, request: &Path) -> ! {
-    // SAFETY: as in `supervise`.
+    supervisor::exec::run_exec(&supervisor_paths(root), id, request)
+}
+
+/// What both supervisors do first: SIGPIPE ignored (a CLI killed before reading "started"
+/// must not take its supervisor along), and the dirs the spawner passed (else `--root`/the
+/// defaults).
+fn supervisor_paths(root: Option<PathBuf>) -> Paths {
+    // SAFETY: setting a signal disposition affects only this process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let paths = supervisor::paths_from_env().unwrap_or_else(|| match root {
+    supervisor::paths_from_env().unwrap_or_else(|| match root {
         Some(d) => Paths::with_data_dir(d),
         None => Paths::detect(),
-    });
-    supervisor::exec::run_exec(&paths, id, request)
+    })
 }
