@@ -121,6 +121,14 @@ fn open_use_show_grab_and_close() {
         "{log}"
     );
     assert!(!alive(session_pid));
+    // Once ended, grab shows the session post mortem: its whole output and its exit code.
+    let out = d.boxc(&["grab", "a1", &session_pid.to_string()]);
+    assert_eq!(out.status.code(), Some(7), "the ended session's exit code");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\ngot-hello\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exited with code 7"),
+        "{out:?}"
+    );
 
     // A process that is neither the primary nor a session cannot be grabbed: said clearly.
     let mut other = d

@@ -345,6 +345,45 @@ fn a_paused_box_is_stopped_killed_restarted_and_removed() {
 }
 
 #[test]
+fn stop_gives_up_with_a_clear_error_on_a_box_that_cannot_end() {
+    if !require_root("stop_gives_up_with_a_clear_error_on_a_box_that_cannot_end") {
+        return;
+    }
+    let d = Data::new("");
+    d.ok(&["run", "-d", "--name", "stuck", "host", "sleep", "1000"]);
+    let rec = inspect(&d, "stuck");
+    let init = rec["State"]["Pid"].as_i64().expect("pid") as i32;
+    let supervisor = rec["State"]["SupervisorPid"]
+        .as_i64()
+        .expect("supervisor pid") as i32;
+    // A supervisor that does not respond (stopped here) never records the end.
+    sh(&format!("kill -STOP {supervisor}"));
+    let start = Instant::now();
+    let out = d
+        .cmd(&["stop", "-t", "0", "stuck"])
+        .output()
+        .expect("run box");
+    let took = start.elapsed();
+    sh(&format!("kill -CONT {supervisor}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "stop of a box that cannot end succeeded"
+    );
+    assert!(
+        err.contains("did not end") && err.contains(&format!("pid {supervisor}")),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(20), "stop took {took:?}");
+    // Resumed, the supervisor records the end, and the box is removed as usual.
+    wait_for(Duration::from_secs(10), "the box to end", || {
+        (inspect(&d, "stuck")["State"]["Status"] == "exited").then_some(())
+    });
+    ok_within(&d, &["rm", "stuck"], Duration::from_secs(20));
+    assert!(!alive(init));
+}
+
+#[test]
 fn exec_detached_returns_at_once_and_keeps_nothing_of_the_caller() {
     if !require_root("exec_detached_returns_at_once_and_keeps_nothing_of_the_caller") {
         return;

@@ -101,6 +101,12 @@ impl Paths {
         self.box_dir(id).join(format!("exec-{pid}.log"))
     }
 
+    /// The exit code of an ended exec session (a line of text, next to its log):
+    /// `<data>/boxes/<id>/exec-<pid>.exit`.
+    pub fn exec_exit_path(&self, id: &str, pid: i32) -> PathBuf {
+        self.box_dir(id).join(format!("exec-{pid}.exit"))
+    }
+
     /// The supervisor's pid file: `<run>/boxes/<id>/supervisor.pid`.
     pub fn supervisor_pid_path(&self, id: &str) -> PathBuf {
         self.box_run_dir(id).join("supervisor.pid")

@@ -774,11 +774,19 @@ fn grab(engine: &Engine, name: &str, pid: Option<i32>) -> Result<i32> {
     if let Some(pid) = pid {
         let primary = rec.pid.filter(|_| rec.state.is_active());
         if primary != Some(pid) {
-            require_active(&rec)?;
+            let what = format!("session {pid} of box {}", rec.name);
             let session = engine.paths().exec_socket(&rec.id, pid);
             if session.exists() {
-                return grab_session(&session, &format!("session {pid} of box {}", rec.name));
+                match grab_session(&session, &what) {
+                    // It may have ended between the look-up and the connect.
+                    Err(_) if ended_session(engine, &rec, pid).is_some() => {}
+                    other => return other,
+                }
             }
+            if let Some(code) = ended_session(engine, &rec, pid) {
+                return session_post_mortem(engine, &rec, pid, code);
+            }
+            require_active(&rec)?;
             let members = engine.runtime()?.pids(&rec.id)?;
             if members.contains(&pid) {
                 bail!(
@@ -802,6 +810,22 @@ fn grab(engine: &Engine, name: &str, pid: Option<i32>) -> Result<i32> {
         &rec.id,
         &AttachFlags::new(false, true, DEFAULT_DETACH_KEYS)?,
     )
+}
+
+/// The exit code of box `rec`'s exec session `pid` when it has ended.
+fn ended_session(engine: &Engine, rec: &BoxRecord, pid: i32) -> Option<i32> {
+    supervisor::exec::session_exit_code(engine.paths(), &rec.id, pid)
+}
+
+/// `box grab BOX PID` of an exec session that has ended: its recorded output (stdout and stderr
+/// kept apart), then its exit code on stderr; returns the code.
+fn session_post_mortem(engine: &Engine, rec: &BoxRecord, pid: i32, code: i32) -> Result<i32> {
+    attach::print_recorded_output(&engine.paths().exec_log_path(&rec.id, pid))?;
+    eprintln!(
+        "box: session {pid} of box {} exited with code {code}",
+        rec.name
+    );
+    Ok(code)
 }
 
 /// `box grab BOX PID` of a detached exec session: takes its stdin over and relays its output

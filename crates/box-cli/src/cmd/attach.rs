@@ -125,28 +125,34 @@ pub fn attach(engine: &Engine, name: &str, flags: &AttachFlags) -> Result<i32> {
 /// An ended box: its recorded output (stdout and stderr kept apart), then its exit code on
 /// stderr; returns the code.
 fn post_mortem(engine: &Engine, rec: &BoxRecord) -> Result<i32> {
-    let query = box_engine::logs::LogQuery {
-        tail: None,
-        since: None,
-        timestamps: false,
-        follow: false,
-    };
-    let log = engine.paths().log_path(&rec.id);
-    if log.exists() {
-        box_engine::logs::read(
-            &log,
-            &query,
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr().lock(),
-            || true,
-        )?;
-    }
+    print_recorded_output(&engine.paths().log_path(&rec.id))?;
     let code = rec.exit_code.unwrap_or(255);
     match rec.state {
         BoxState::Created => eprintln!("box: {} has not started yet", rec.name),
         _ => eprintln!("box: {} exited with code {code}", rec.name),
     }
     Ok(code)
+}
+
+/// The whole of a box's or session's log (none yet: nothing), stdout and stderr kept apart.
+pub(crate) fn print_recorded_output(log: &std::path::Path) -> Result<()> {
+    if !log.exists() {
+        return Ok(());
+    }
+    let query = box_engine::logs::LogQuery {
+        tail: None,
+        since: None,
+        timestamps: false,
+        follow: false,
+    };
+    box_engine::logs::read(
+        log,
+        &query,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+        || true,
+    )?;
+    Ok(())
 }
 
 /// How a relay ended.

@@ -366,6 +366,10 @@ pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
     Ok(last)
 }
 
+/// How long a box may take to end once SIGKILL went to all its processes before `stop` (and
+/// everything built on it) gives up with an error: only a process stuck in the kernel lasts so.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
 /// `box stop`: SIGTERM to the init, then SIGKILL after `timeout`; never restarted by its
 /// policy. A paused box is thawed after the signal, so that it takes it (as docker does).
 pub fn stop(engine: &Engine, boxes: &[String], timeout: Duration) -> Result<()> {
@@ -404,7 +408,7 @@ pub(crate) fn stop_box(
         let _ = rt.kill(&rec.id, Signal::SIGKILL, true);
         thaw_if_paused(engine, &rt, rec);
     }
-    match supervisor::wait_exit(engine.paths(), &rec.id) {
+    match supervisor::wait_exit_within(engine.paths(), &rec.id, Some(KILL_GRACE)) {
         Ok(_) | Err(EngineError::NoSuchBox(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -60,19 +60,21 @@ pub fn spawn_exec(
 }
 
 /// The session supervisor's body (`box __supervise-exec <id> <file>`): starts the process,
-/// reports "started <pid>", pumps its I/O until it ends; exits 0 (1 when it could not start it;
-/// the spawner got the reason).
+/// reports "started <pid>", pumps its I/O until it ends, keeps its exit code; exits 0 (1 when
+/// it could not start it; the spawner got the reason). When the lean image comes back
+/// ([`handover::ENV`] set), the last argument is the session's pid instead of the request.
 pub fn run_exec(paths: &Paths, id: &str, request: &Path) -> ! {
     if let Ok(state) = std::env::var(handover::ENV) {
         std::env::remove_var(handover::ENV);
+        let pid = request.to_str().and_then(|p| p.parse::<i32>().ok());
         // SAFETY: the value is our own start-up environment, written by the lean image that
         // executed us, and nothing in this process has taken a descriptor yet.
-        let code = match unsafe { Handover::decode(&state) } {
-            Ok(h) => {
-                end_session(h);
+        let code = match (unsafe { Handover::decode(&state) }, pid) {
+            (Ok(h), Some(pid)) => {
+                end_session(paths, id, pid, h);
                 0
             }
-            Err(_) => 1,
+            _ => 1,
         };
         std::process::exit(code)
     }
@@ -146,16 +148,35 @@ fn supervise_exec(
         exit: None,
         backoff_ms: 0,
     };
-    // A session that runs on becomes the lean image too, and comes back here at its end.
-    let code = run_until_end(&mut state, io, &Back::this_process())?;
+    // A session that runs on becomes the lean image too, and comes back here (its pid in place
+    // of the request, which is gone) at its end.
+    let back = Back {
+        program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        args: vec![EXEC_SUBCOMMAND.to_string(), id.to_string(), pid.to_string()],
+    };
+    let code = run_until_end(&mut state, io, &back)?;
     state.exit = Some(code);
-    end_session(state);
+    end_session(paths, id, pid, state);
     Ok(())
 }
 
-/// The session's end: the exit frame to the clients, its socket removed.
-fn end_session(mut h: Handover) {
-    h.hub.finish(h.exit.unwrap_or(255));
+/// The exit code of box `id`'s exec session `pid` once it has ended (none while it runs, or
+/// when there was no such session).
+pub fn session_exit_code(paths: &Paths, id: &str, pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(paths.exec_exit_path(id, pid)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// The session's end: its exit code kept next to its log (for `box grab` after the end), the
+/// exit frame to the clients, its socket removed.
+fn end_session(paths: &Paths, id: &str, pid: i32, mut h: Handover) {
+    let code = h.exit.unwrap_or(255);
+    let exit = paths.exec_exit_path(id, pid);
+    let tmp = exit.with_extension("exit.tmp");
+    if std::fs::write(&tmp, format!("{code}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, &exit);
+    }
+    h.hub.finish(code);
     let sock = h.hub.listener.local_addr().ok();
     if let Some(path) = sock.as_ref().and_then(|a| a.as_pathname()) {
         let _ = std::fs::remove_file(path);

@@ -227,6 +227,13 @@ pub fn request_stop(paths: &Paths, id: &str) -> Result<()> {
 /// a box whose supervisor died is repaired (marked exited) and reported with code 255 when no
 /// code was recorded. A box that is removed meanwhile (`--rm`) is [`EngineError::NoSuchBox`].
 pub fn wait_exit(paths: &Paths, id: &str) -> Result<i32> {
+    wait_exit_within(paths, id, None)
+}
+
+/// [`wait_exit`] that gives up after `limit` (none: waits for good) with
+/// [`EngineError::WrongState`] saying the box did not end in time.
+pub fn wait_exit_within(paths: &Paths, id: &str, limit: Option<Duration>) -> Result<i32> {
+    let deadline = limit.map(|l| Instant::now() + l);
     let db = BoxDb::open(&paths.db_path())?;
     // Short polls first: a foreground run learns the exit code a moment before it is recorded.
     let mut pause = Duration::from_millis(1);
@@ -243,6 +250,19 @@ pub fn wait_exit(paths: &Paths, id: &str) -> Result<i32> {
                 db.repair()?;
                 continue;
             }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(EngineError::WrongState(format!(
+                "box {} did not end within {:?} of being killed: one of its processes may be \
+                 stuck in the kernel (state D in `box top {}`), or its supervisor{} does not \
+                 respond; try again later",
+                rec.name,
+                limit.unwrap_or_default(),
+                rec.name,
+                rec.supervisor_pid
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default()
+            )));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
