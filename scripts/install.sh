@@ -27,6 +27,15 @@ for bin in $BINS; do
     chattr +i "$BINDIR/$bin" 2>/dev/null || echo "install.sh: cannot chattr +i $bin here; box-runc then protects itself by re-executing read-only" >&2
 done
 
+# Boxes whose restart policy asks for it come back at boot (`box system boot`).
+if [ -d /etc/systemd/system ]; then
+    sed "s|/usr/local/bin/box|$BINDIR/box|" contrib/systemd/box-boot.service > /etc/systemd/system/box-boot.service
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload && systemctl enable box-boot.service >/dev/null 2>&1 ||
+            echo "install.sh: cannot enable box-boot.service" >&2
+    fi
+fi
+
 # A box through the engine: the host image is made offline on first use.
 "$BINDIR/box" run --rm host sh -c 'echo "Hello from a box: hostname $(hostname), pid $$, uid $(id -u)"'
 

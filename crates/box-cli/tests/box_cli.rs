@@ -384,6 +384,99 @@ fn stop_gives_up_with_a_clear_error_on_a_box_that_cannot_end() {
 }
 
 #[test]
+fn restart_policies_show_restarting_and_bring_boxes_back_at_boot() {
+    if !require_root("restart_policies_show_restarting_and_bring_boxes_back_at_boot") {
+        return;
+    }
+    let d = Data::new("");
+    // A box that keeps failing is `restarting` between its runs (the back-off doubles from
+    // 100 ms), refuses exec and kill meanwhile, and a stop ends it at once.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "always",
+        "host",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    wait_for(Duration::from_secs(20), "the box to be restarting", || {
+        (inspect(&d, "flaky")["State"]["Status"] == "restarting").then_some(())
+    });
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("Restarting (3)"), "{ps}");
+    let out = d.boxc(&["exec", "flaky", "true"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is restarting"),
+        "{out:?}"
+    );
+    let took = ok_within(&d, &["stop", "flaky"], Duration::from_secs(30));
+    assert!(
+        took < Duration::from_secs(5),
+        "stop of a restarting box took {took:?}"
+    );
+    let rec = inspect(&d, "flaky");
+    assert_eq!(rec["State"]["Status"], "exited");
+    assert!(rec["RestartCount"].as_u64().unwrap_or(0) >= 1, "{rec}");
+    d.ok(&["rm", "flaky"]);
+
+    // A reboot, as far as boxes can tell: every supervisor and box killed at once.
+    for (name, policy) in [
+        ("always-stopped", "always"),
+        ("unless-up", "unless-stopped"),
+        ("unless-stopped", "unless-stopped"),
+        ("never", "no"),
+        ("failure-up", "on-failure:3"),
+    ] {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "host",
+            "sleep",
+            "1000",
+        ]);
+    }
+    d.ok(&["stop", "-t", "0", "always-stopped", "unless-stopped"]);
+    assert_eq!(
+        inspect(&d, "unless-stopped")["State"]["StoppedByUser"],
+        true
+    );
+    for name in ["unless-up", "never", "failure-up"] {
+        let rec = inspect(&d, name);
+        let supervisor = rec["State"]["SupervisorPid"].as_i64().expect("supervisor");
+        let init = rec["State"]["Pid"].as_i64().expect("pid");
+        sh(&format!("kill -9 {supervisor} {init}"));
+        wait_for(
+            Duration::from_secs(10),
+            "the box's processes to die",
+            || (!alive(supervisor as i32) && !alive(init as i32)).then_some(()),
+        );
+    }
+    let booted = d.ok(&["system", "boot"]);
+    let mut started: Vec<&str> = booted.lines().collect();
+    started.sort_unstable();
+    assert_eq!(started, ["always-stopped", "failure-up", "unless-up"]);
+    for (name, state) in [
+        ("always-stopped", "running"),
+        ("unless-up", "running"),
+        ("failure-up", "running"),
+        ("unless-stopped", "exited"),
+        ("never", "exited"),
+    ] {
+        assert_eq!(inspect(&d, name)["State"]["Status"], state, "{name}");
+    }
+    // Booting again starts nothing more.
+    assert_eq!(d.ok(&["system", "boot"]), "");
+}
+
+#[test]
 fn exec_detached_returns_at_once_and_keeps_nothing_of_the_caller() {
     if !require_root("exec_detached_returns_at_once_and_keeps_nothing_of_the_caller") {
         return;

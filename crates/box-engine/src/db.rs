@@ -12,12 +12,15 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DbContext, EngineError, Result};
-use crate::spec::BoxSpec;
+use crate::spec::{BoxSpec, RestartPolicy};
 
 /// The schema version this build writes (component `engine` of table `schema_versions`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const COMPONENT: &str = "engine";
+
+/// The error [`BoxDb::repair`] records for a box whose supervisor died (a crash, a reboot).
+pub const SUPERVISOR_DIED: &str = "supervisor died";
 
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE boxes (
@@ -44,10 +47,12 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         anonymous INTEGER NOT NULL DEFAULT 0
     );",
+    // 3: whether the user stopped the box (`unless-stopped` leaves it down at boot).
+    "ALTER TABLE boxes ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;",
 ];
 
 const COLUMNS: &str = "id, name, image_id, image_name, created, spec, state, pid, supervisor_pid, \
-     supervisor_start, exit_code, oom_killed, started_at, finished_at, restart_count, error";
+     supervisor_start, exit_code, oom_killed, started_at, finished_at, restart_count, error, stopped";
 
 /// Where a box is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,9 @@ pub enum BoxState {
     Running,
     /// Frozen.
     Paused,
+    /// Its main process ended and its supervisor starts it again after a back-off (restart
+    /// policy).
+    Restarting,
     /// Its main process ended (or its supervisor died).
     Exited,
     /// Could not be cleaned up; only removal is left.
@@ -72,14 +80,19 @@ impl BoxState {
             BoxState::Created => "created",
             BoxState::Running => "running",
             BoxState::Paused => "paused",
+            BoxState::Restarting => "restarting",
             BoxState::Exited => "exited",
             BoxState::Dead => "dead",
         }
     }
 
-    /// Whether the box has live processes (running or paused).
+    /// Whether the box is up: its processes run or are frozen, or its supervisor is about to
+    /// start them again (restarting). An active box has a supervisor that records its end.
     pub fn is_active(self) -> bool {
-        matches!(self, BoxState::Running | BoxState::Paused)
+        matches!(
+            self,
+            BoxState::Running | BoxState::Paused | BoxState::Restarting
+        )
     }
 }
 
@@ -97,6 +110,7 @@ impl FromStr for BoxState {
             "created" => BoxState::Created,
             "running" => BoxState::Running,
             "paused" => BoxState::Paused,
+            "restarting" => BoxState::Restarting,
             "exited" => BoxState::Exited,
             "dead" => BoxState::Dead,
             other => {
@@ -143,6 +157,9 @@ pub struct BoxRecord {
     pub restart_count: u32,
     /// Why it failed, when the engine or supervisor knows.
     pub error: Option<String>,
+    /// The user stopped it (stop, kill, close) since it last started: a box with restart
+    /// policy `unless-stopped` stays down at boot.
+    pub stopped: bool,
 }
 
 impl BoxRecord {
@@ -171,6 +188,25 @@ impl BoxRecord {
             finished_at: None,
             restart_count: 0,
             error: None,
+            stopped: false,
+        }
+    }
+
+    /// Whether the box comes back when the machine starts (`box system boot`): it is down and
+    /// its restart policy says so: `always`; `unless-stopped` unless the user stopped it;
+    /// `on-failure` when it did not end by itself (its supervisor died with the machine)
+    /// and the user did not stop it.
+    pub fn restarts_at_boot(&self) -> bool {
+        if self.state != BoxState::Exited {
+            return false;
+        }
+        match self.spec.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::UnlessStopped => !self.stopped,
+            RestartPolicy::OnFailure(_) => {
+                !self.stopped && self.error.as_deref() == Some(SUPERVISOR_DIED)
+            }
         }
     }
 
@@ -207,6 +243,7 @@ impl BoxRecord {
             finished_at: row.get(13)?,
             restart_count: u32::try_from(restarts).unwrap_or(0),
             error: row.get(15)?,
+            stopped: row.get::<_, i64>(16)? != 0,
         })
     }
 }
@@ -226,6 +263,15 @@ pub enum StateChange {
         supervisor_start: Option<u64>,
         /// When (ms); [`now_ms`] usually.
         started_at: i64,
+    },
+    /// The main process ended; the supervisor starts it again after a back-off (pid cleared).
+    Restarting {
+        /// How it ended (shell-style code).
+        exit_code: i32,
+        /// OOM-killed.
+        oom_killed: bool,
+        /// When (ms).
+        finished_at: i64,
     },
     /// Frozen.
     Paused,
@@ -310,7 +356,7 @@ impl BoxDb {
             let res = self.conn().execute(
                 &format!(
                     "INSERT INTO boxes ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                 ),
                 params![
                     rec.id,
@@ -329,6 +375,7 @@ impl BoxDb {
                     rec.finished_at,
                     i64::from(rec.restart_count),
                     rec.error,
+                    i64::from(rec.stopped),
                 ],
             );
             match res {
@@ -463,7 +510,7 @@ impl BoxDb {
             } => conn.execute(
                 "UPDATE boxes SET state = 'running', pid = ?2, supervisor_pid = ?3, \
                  supervisor_start = ?4, started_at = ?5, exit_code = NULL, oom_killed = 0, \
-                 error = NULL WHERE id = ?1",
+                 error = NULL, stopped = 0 WHERE id = ?1",
                 params![
                     id,
                     pid,
@@ -471,6 +518,15 @@ impl BoxDb {
                     supervisor_start.and_then(|s| i64::try_from(s).ok()),
                     started_at
                 ],
+            ),
+            StateChange::Restarting {
+                exit_code,
+                oom_killed,
+                finished_at,
+            } => conn.execute(
+                "UPDATE boxes SET state = 'restarting', pid = NULL, exit_code = ?2, \
+                 oom_killed = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, exit_code, i64::from(*oom_killed), finished_at],
             ),
             StateChange::Paused => conn.execute(
                 "UPDATE boxes SET state = 'paused' WHERE id = ?1",
@@ -516,6 +572,15 @@ impl BoxDb {
         if n == 0 {
             return Err(EngineError::NoSuchBox(id.to_string()));
         }
+        Ok(())
+    }
+
+    /// Records that the user stopped box `id` (see [`BoxRecord::stopped`]); cleared when it
+    /// runs again.
+    pub fn mark_stopped(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("UPDATE boxes SET stopped = 1 WHERE id = ?1", params![id])
+            .db_ctx(|| format!("cannot record that box {id} was stopped"))?;
         Ok(())
     }
 
@@ -573,7 +638,7 @@ impl BoxDb {
         Ok(())
     }
 
-    /// Marks boxes whose supervisor is gone: a `running`/`paused` box (or a `created` one with
+    /// Marks boxes whose supervisor is gone: a `running`/`paused`/`restarting` box (or a `created` one with
     /// a recorded supervisor) whose supervisor pid is dead or now belongs to another process
     /// becomes `exited` with the error "supervisor died". Returns the ids repaired.
     pub fn repair(&self) -> Result<Vec<String>> {
@@ -597,9 +662,15 @@ impl BoxDb {
                 .execute(
                     "UPDATE boxes SET state = 'exited', pid = NULL, supervisor_pid = NULL, \
                      supervisor_start = NULL, finished_at = COALESCE(finished_at, ?3), \
-                     error = 'supervisor died' \
+                     error = ?5 \
                      WHERE id = ?1 AND state = ?2 AND supervisor_pid IS ?4",
-                    params![rec.id, rec.state.as_str(), now_ms(), rec.supervisor_pid],
+                    params![
+                        rec.id,
+                        rec.state.as_str(),
+                        now_ms(),
+                        rec.supervisor_pid,
+                        SUPERVISOR_DIED
+                    ],
                 )
                 .db_ctx(|| format!("cannot repair box {}", rec.id))?;
             if n > 0 {
@@ -732,6 +803,62 @@ mod tests {
             "busybox".into(),
             BoxSpec::new("busybox", &["true"]),
         )
+    }
+
+    #[test]
+    fn boot_brings_back_what_the_restart_policy_says() {
+        let (dir, db) = temp_db("boot");
+        let down = |policy: &str, stopped: bool, error: Option<&str>| {
+            let mut r = rec("");
+            r.spec.restart = policy.parse().unwrap();
+            r.state = BoxState::Exited;
+            r.stopped = stopped;
+            r.error = error.map(String::from);
+            r
+        };
+        assert!(down("always", false, None).restarts_at_boot());
+        assert!(down("always", true, None).restarts_at_boot());
+        assert!(down("unless-stopped", false, None).restarts_at_boot());
+        assert!(!down("unless-stopped", true, None).restarts_at_boot());
+        assert!(down("on-failure", false, Some(SUPERVISOR_DIED)).restarts_at_boot());
+        assert!(!down("on-failure", false, None).restarts_at_boot());
+        assert!(!down("on-failure", true, Some(SUPERVISOR_DIED)).restarts_at_boot());
+        assert!(!down("no", false, Some(SUPERVISOR_DIED)).restarts_at_boot());
+        let mut created = down("always", false, None);
+        created.state = BoxState::Created;
+        assert!(!created.restarts_at_boot());
+
+        // The flag is stored, and cleared when the box runs again.
+        let a = db.insert(&rec("flagged")).unwrap();
+        db.mark_stopped(&a.id).unwrap();
+        assert!(db.get(&a.id).unwrap().unwrap().stopped);
+        db.update_state(
+            &a.id,
+            &StateChange::Running {
+                pid: 1,
+                supervisor_pid: 1,
+                supervisor_start: None,
+                started_at: now_ms(),
+            },
+        )
+        .unwrap();
+        assert!(!db.get(&a.id).unwrap().unwrap().stopped);
+        db.update_state(
+            &a.id,
+            &StateChange::Restarting {
+                exit_code: 3,
+                oom_killed: false,
+                finished_at: now_ms(),
+            },
+        )
+        .unwrap();
+        let r = db.get(&a.id).unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.pid, r.exit_code),
+            (BoxState::Restarting, None, Some(3))
+        );
+        assert!(r.state.is_active());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

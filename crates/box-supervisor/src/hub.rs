@@ -277,10 +277,11 @@ impl Hub {
         Ok(())
     }
 
-    /// Keeps accepting (and dropping input of) clients for `d`: the back-off between restarts.
-    pub fn serve_for(&mut self, d: Duration) {
+    /// Keeps accepting (and dropping input of) clients for `d`, or until `stop` says so: the
+    /// back-off between restarts, cut short by a stop request.
+    pub fn serve_until(&mut self, d: Duration, mut stop: impl FnMut() -> bool) {
         let end = Instant::now() + d;
-        while Instant::now() < end {
+        while Instant::now() < end && !stop() {
             self.accept();
             self.flush();
             std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));

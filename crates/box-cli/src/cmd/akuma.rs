@@ -406,6 +406,7 @@ fn pause(engine: &Engine, boxes: &[String], freeze: bool) -> Result<()> {
 }
 
 fn require_active(rec: &BoxRecord) -> Result<()> {
+    super::boxes::refuse_restarting(rec)?;
     if !rec.state.is_active() {
         bail!("box {} is {}, not running", rec.name, rec.state.as_str());
     }

@@ -275,12 +275,27 @@ pub struct ExecFlags {
     pub user: Option<String>,
 }
 
+/// Refuses to act on the processes of a box that is restarting (it has none until its
+/// supervisor starts it again), saying so.
+pub(crate) fn refuse_restarting(rec: &BoxRecord) -> Result<()> {
+    if rec.state == BoxState::Restarting {
+        bail!(
+            "box {} is restarting (its main process ended; its restart policy starts it \
+             again): wait until it runs, or `box stop {}`",
+            rec.name,
+            rec.name
+        );
+    }
+    Ok(())
+}
+
 /// `box exec`: a process in a running box, made from the box's own process (its env, user,
 /// capabilities), with the flags on top. Its stdio is this command's; detached (`-d`), it is a
 /// supervised session instead (`supervisor::exec`: logged, its own pipes or pty, grabbable by
 /// pid) and this command returns once it runs, printing nothing (or its pid, `print_pid`).
 pub fn exec(engine: &Engine, name: &str, command: &[String], f: ExecFlags) -> Result<i32> {
     let rec = engine.get(name)?;
+    refuse_restarting(&rec)?;
     if rec.state != BoxState::Running {
         bail!(
             "box {} is not running (box start {} first)",
@@ -349,6 +364,12 @@ pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
         if rec.state == BoxState::Running {
             bail!("box {} is already running", rec.name);
         }
+        if rec.state == BoxState::Restarting {
+            bail!(
+                "box {} is restarting: its supervisor starts it again by itself",
+                rec.name
+            );
+        }
         if rec.state == BoxState::Paused {
             bail!(
                 "box {} is paused: box unpause {} instead",
@@ -364,6 +385,30 @@ pub fn start(engine: &Engine, boxes: &[String], attach: bool) -> Result<i32> {
         }
     }
     Ok(last)
+}
+
+/// `box system boot`: starts every box that [`BoxRecord::restarts_at_boot`] (the database
+/// repaired first, so boxes that went down with the machine show as exited); one that fails to
+/// start is reported and the others still start.
+pub fn boot(engine: &Engine) -> Result<()> {
+    let mut failed = Vec::new();
+    for rec in engine.list(true)?.iter().filter(|r| r.restarts_at_boot()) {
+        match supervisor::spawn(&box_bin()?, engine.paths(), &rec.id) {
+            Ok(_) => println!("{}", rec.name),
+            Err(e) => {
+                eprintln!("box: cannot start box {}: {e}", rec.name);
+                failed.push(rec.name.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} box(es) did not start: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// How long a box may take to end once SIGKILL went to all its processes before `stop` (and
@@ -396,6 +441,7 @@ pub(crate) fn stop_box(
         return Ok(());
     }
     supervisor::request_stop(engine.paths(), &rec.id)?;
+    engine.db().mark_stopped(&rec.id)?;
     let rt = engine.runtime()?;
     let _ = rt.kill(&rec.id, signal, all);
     thaw_if_paused(engine, &rt, rec);
@@ -433,8 +479,10 @@ pub fn kill(engine: &Engine, boxes: &[String], signal: &str) -> Result<()> {
         if !rec.state.is_active() {
             bail!("box {} is not running", rec.name);
         }
+        refuse_restarting(&rec)?;
         if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
             supervisor::request_stop(engine.paths(), &rec.id)?;
+            engine.db().mark_stopped(&rec.id)?;
         }
         let rt = engine.runtime()?;
         rt.kill(&rec.id, sig, true)?;
@@ -475,6 +523,11 @@ fn status(r: &BoxRecord) -> String {
             r.exit_code.unwrap_or(-1),
             age(r.finished_at.unwrap_or(r.created))
         ),
+        BoxState::Restarting => format!(
+            "Restarting ({}) {}",
+            r.exit_code.unwrap_or(-1),
+            age(r.finished_at.unwrap_or(r.created))
+        ),
         other => other.as_str().to_string(),
     }
 }
@@ -496,6 +549,8 @@ fn record_json(r: &BoxRecord) -> serde_json::Value {
             "FinishedAt": r.finished_at,
             "Error": r.error,
             "SupervisorPid": r.supervisor_pid,
+            "Restarting": r.state == BoxState::Restarting,
+            "StoppedByUser": r.stopped,
         },
         "RestartCount": r.restart_count,
         "Config": r.spec,

@@ -232,6 +232,9 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Whole-system tasks.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Copy files between a box and the host: BOX:SRC DEST or SRC BOX:DEST (`-`: a tar on
     /// stdout/stdin).
     Cp {
@@ -496,6 +499,15 @@ pub enum ImageCommand {
         #[arg(long, value_enum, default_value_t = HostMode::Auto)]
         mode: HostMode,
     },
+}
+
+/// `system …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Start the boxes whose restart policy brings them back when the machine starts
+    /// (`always`; `unless-stopped` unless stopped by the user; `on-failure` when they went
+    /// down with the machine). Run at boot (box-boot.service).
+    Boot,
 }
 
 /// `volume …` subcommands.

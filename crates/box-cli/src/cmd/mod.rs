@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use box_image::image::ImageStore;
 use clap::Parser;
 
-use cli::{Cli, Command, ImageCommand};
+use cli::{Cli, Command, ImageCommand, SystemCommand};
 
 /// Entry point of the `box` binary (also `box-runc` when called by that name).
 pub fn main() -> ExitCode {
@@ -151,6 +151,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             ))
         }
         Command::Volume(cmd) => done(volumes::volume(&boxes::engine(root)?, cmd)),
+        Command::System(SystemCommand::Boot) => done(boxes::boot(&boxes::engine(root)?)),
         Command::Cp { src, dest } => done(files::cp(
             &files::cp_engine(root, &src, &dest)?,
             &src,

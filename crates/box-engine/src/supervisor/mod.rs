@@ -62,6 +62,8 @@ const STOP_MARKER: &str = "stop-requested";
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A box that ran this long before it ended is restarted after [`BACKOFF_START`] again.
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
 /// Starts the supervisor of box `id` as `box_bin __supervise <id>`, detached from the caller,
 /// and waits until it reports the box started (returns the supervisor's pid) or failed (the
@@ -566,13 +568,27 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
         };
         let oom = oom_killed(&sv.runtime, sv.id);
         let _ = sv.runtime.delete(sv.id, true);
-        let restarts = sv.db.get(sv.id)?.map(|r| r.restart_count).unwrap_or(0);
+        let now = sv.db.get(sv.id)?;
+        let restarts = now.as_ref().map(|r| r.restart_count).unwrap_or(0);
+        // A box that ran a while before it ended starts over with the shortest back-off.
+        let ran_ms = now.and_then(|r| r.started_at).map(|t| now_ms() - t);
+        if ran_ms.is_some_and(|ms| ms >= BACKOFF_RESET.as_millis() as i64) {
+            io.backoff_ms = BACKOFF_START.as_millis() as u64;
+        }
         if sv.stop_requested() || !should_restart(sv.rec.spec.restart, code, restarts) {
             break (code, oom);
         }
+        sv.db.update_state(
+            sv.id,
+            &StateChange::Restarting {
+                exit_code: code,
+                oom_killed: oom,
+                finished_at: now_ms(),
+            },
+        )?;
         sv.db.increment_restart_count(sv.id)?;
         let backoff = Duration::from_millis(io.backoff_ms);
-        io.hub.serve_for(backoff);
+        io.hub.serve_until(backoff, || sv.stop_requested());
         io.backoff_ms = (backoff * 2).min(BACKOFF_MAX).as_millis() as u64;
         if sv.stop_requested() {
             break (code, oom);
