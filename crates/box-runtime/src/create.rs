@@ -151,6 +151,9 @@ pub fn create_box(
     } else {
         Vec::new()
     };
+    // v1: the init moves itself (see `SelfAttach`); otherwise we move it below.
+    let self_attach = cgroup.self_attach()?;
+    let moves_itself = self_attach.is_some();
     let (channel, init_channel) = channel_pair()?;
     let state = record.oci_state(Status::Creating);
     let args = InitArgs {
@@ -170,10 +173,12 @@ pub fn create_box(
         state: &state,
         runtime_end: channel.raw_fd(),
         cgroup_dirs: &cgroup_dirs,
+        self_attach: self_attach.as_ref(),
         in_cgroup: std::cell::Cell::new(false),
     };
     let pid = clone_into(plan.clone_flags, || crate::init::run(&args))?;
     undo.child = Some(pid);
+    drop(self_attach);
     drop(init_channel);
     drop(fifo);
     drop(console);
@@ -184,13 +189,12 @@ pub fn create_box(
             linux.gid_mappings().as_deref().unwrap_or(&[]),
         )?;
     }
-    // The init builds its rootfs while we move it into its cgroup: the first cgroup.procs
-    // write waits for an RCU grace period (milliseconds), so the two overlap. The init waits
-    // for the second Go before it starts any process, makes its cgroup namespace, or reports
-    // itself created.
+    // The init builds its rootfs while we move it into its cgroup (v2; on v1 it moves itself
+    // when it gets there). It waits for the second Go before it starts any process, makes its
+    // cgroup namespace, or reports itself created.
     let handshake = || -> Result<()> {
         channel.send(&Message::Go)?;
-        if cgroup.is_enabled() {
+        if cgroup.is_enabled() && !moves_itself {
             cgroup.add_process(pid)?;
         }
         if let Some(adj) = process.oom_score_adj() {

@@ -100,6 +100,9 @@ impl Runtime {
             nix::sched::setns(f.as_fd(), CloneFlags::CLONE_NEWPID)
                 .ctx(|| "cannot join the box's pid namespace")?;
         }
+        // v1: the process moves itself into the box's cgroup (see `SelfAttach`).
+        let cgroup = record.cgroup.as_ref().filter(|c| c.is_enabled());
+        let self_attach = cgroup.map(|c| c.self_attach()).transpose()?.flatten();
         let (channel, child_end) = channel_pair()?;
         let child_joins: Vec<(libc::c_int, &File)> = joins
             .iter()
@@ -116,6 +119,7 @@ impl Runtime {
             preserve_fds: opts.preserve_fds,
             new_user: joins.iter().any(|(f, _)| *f == libc::CLONE_NEWUSER),
             spec: &record.config,
+            self_attach: self_attach.as_ref(),
         };
         let pid = if let (true, Some(u), Some(p)) = (staged, user_first, &pid_ns) {
             let stage = clone_into(0, || stage_into(&joins[u].1, p, &child_end, || child.run()))?;
@@ -143,7 +147,7 @@ impl Runtime {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             e
         };
-        if let Some(cg) = record.cgroup.as_ref().filter(|c| c.is_enabled()) {
+        if let (Some(cg), None) = (cgroup, &self_attach) {
             cg.add_process(pid).map_err(|e| undo(e.into()))?;
         }
         if let Err(e) = channel.send(&Message::Go) {
@@ -221,6 +225,8 @@ struct ExecChild<'a> {
     preserve_fds: u32,
     new_user: bool,
     spec: &'a oci_spec::runtime::Spec,
+    /// The box's v1 cgroup, for the process to move itself into (none: the runtime moves it).
+    self_attach: Option<&'a crate::cgroups::SelfAttach>,
 }
 
 impl ExecChild<'_> {
@@ -243,6 +249,10 @@ impl ExecChild<'_> {
         unsafe { libc::close(self.runtime_end) };
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        if let Some(cg) = self.self_attach {
+            cg.attach_current()
+                .map_err(|e| Error::Init(e.to_string()))?;
+        }
         self.channel.expect(Message::Go)?;
         for (flag, f) in self.joins {
             nix::sched::setns(f.as_fd(), CloneFlags::from_bits_retain(*flag)).ctx(|| {

@@ -61,6 +61,8 @@ pub struct InitArgs<'a> {
     pub runtime_end: std::os::fd::RawFd,
     /// The box's cgroup directories on the host (empty when it has none).
     pub cgroup_dirs: &'a [std::path::PathBuf],
+    /// The box's v1 cgroup, for the init to move itself into (none: the runtime moves it).
+    pub self_attach: Option<&'a crate::cgroups::SelfAttach>,
     /// Whether the init already waited for its cgroup (see `enter_cgroup`).
     pub in_cgroup: std::cell::Cell<bool>,
 }
@@ -193,12 +195,16 @@ fn clamp16(v: u64) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
 
-/// Waits (once) until the runtime has moved this process into the box's cgroup — the runtime
-/// does that while the rootfs is being built, since the cgroup write itself is slow — then makes
-/// the cgroup namespace, rooted at that cgroup.
+/// Enters the box's cgroup (once): moves itself in (v1), or waits until the runtime has moved
+/// it (v2: the runtime does that while the rootfs is being built, since that cgroup write waits
+/// for the kernel), then makes the cgroup namespace, rooted at that cgroup.
 fn enter_cgroup(a: &InitArgs<'_>) -> Result<()> {
     if a.in_cgroup.replace(true) {
         return Ok(());
+    }
+    if let Some(cg) = a.self_attach {
+        cg.attach_current()
+            .map_err(|e| Error::Init(e.to_string()))?;
     }
     a.channel.expect(Message::Go)?;
     if a.plan.new_cgroup {

@@ -128,10 +128,8 @@ fn wait_and_supervise(
     }
     drop(devnull);
     close_all_but(&[go.as_raw_fd(), sync.as_raw_fd()]);
-    // While the caller writes the box's files: moving the box's init into its cgroup soon
-    // will not wait for the kernel's RCU grace period.
-    box_runtime::cgroups::prime_attach_lock();
-    // Likewise the groundwork (own mount namespace, database, runtime): off the critical path.
+    // While the caller writes the box's files: the groundwork (own mount namespace, database,
+    // runtime), off the critical path.
     // On a first use the caller makes the data dir only now: then the database waits.
     let entered = Groundwork::enter_own_namespace();
     let early = entered

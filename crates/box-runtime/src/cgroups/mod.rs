@@ -12,6 +12,7 @@
 mod devices_bpf;
 mod files;
 mod paths;
+mod self_attach;
 mod stats;
 mod v1;
 mod v2;
@@ -25,6 +26,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
+pub use self_attach::SelfAttach;
 pub use stats::{
     BlkioEntry, BlkioStats, CgroupStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry,
     MemoryStats, PidsStats, Throttling,
@@ -192,34 +194,6 @@ impl CgroupHost {
     }
 }
 
-/// Moves this process into the cgroup it is already in (a no-op), in one hierarchy.
-///
-/// The kernel's first cgroup migration after an idle moment waits for an RCU grace period
-/// (the lock that guards migrations switches to its writers' mode), about 10 ms here; for some
-/// tens of ms after a migration the next ones are immediate. A process that will move a box's
-/// init into its cgroup shortly can pay that wait early, in parallel with other work (the
-/// prepared supervisor of `box run` does, while the CLI writes the box's files). Nothing
-/// changes for any process; errors (no permission, rootless) are ignored: it is only a head
-/// start.
-pub fn prime_attach_lock() {
-    let Ok(host) = CgroupHost::detect() else {
-        return;
-    };
-    let Ok(entries) = paths::parse_proc_cgroup(&host.proc_self_cgroup) else {
-        return;
-    };
-    let mounts = paths::parse_mountinfo(&host.mountinfo);
-    let hierarchies = [paths::MountKind::V1, paths::MountKind::V2]
-        .into_iter()
-        .flat_map(|kind| paths::resolve_hierarchies(&entries, &mounts, kind));
-    for h in hierarchies {
-        let procs = h.caller_dir.join("cgroup.procs");
-        if std::fs::write(&procs, std::process::id().to_string()).is_ok() {
-            return;
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "version", rename_all = "lowercase")]
 enum Backend {
@@ -304,6 +278,16 @@ impl Cgroup {
         match &self.backend {
             Backend::V1(c) => c.paths(),
             Backend::V2(c) => c.paths(),
+        }
+    }
+
+    /// Opens what a new single-threaded process of the box needs to move itself into the
+    /// box's cgroup (v1: the `tasks` files, see [`SelfAttach`]); none on v2 or without a
+    /// cgroup, where [`Cgroup::add_process`] moves it from outside.
+    pub fn self_attach(&self) -> Result<Option<SelfAttach>, CgroupError> {
+        match &self.backend {
+            Backend::V1(c) if c.is_enabled() => SelfAttach::open(c.paths()).map(Some),
+            _ => Ok(None),
         }
     }
 

@@ -400,3 +400,45 @@ fn privileged_v2_freeze_and_cgroup_kill() {
     cg.destroy().expect("destroyed");
     assert!(dirs.iter().all(|d| !d.exists()));
 }
+
+#[test]
+fn privileged_a_process_moves_itself_into_a_v1_box_cgroup() {
+    if !privileged("privileged_a_process_moves_itself_into_a_v1_box_cgroup") {
+        return;
+    }
+    let id = unique_id("self");
+    let mut cg = Cgroup::for_box(None, &id).expect("placed");
+    cg.create(None, false).expect("created");
+    let _guard = CgroupGuard(cg.clone());
+    let Some(attach) = cg.self_attach().expect("open the tasks files") else {
+        assert_eq!(
+            cg.version(),
+            CgroupVersion::V2,
+            "only v2 has no self-attach"
+        );
+        return;
+    };
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30");
+    // SAFETY: between fork and exec the child only writes to descriptors opened before the
+    // fork (no allocation on success); an error is returned as is.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            attach
+                .attach_current()
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EIO))
+        });
+    }
+    let child = ChildGuard(cmd.spawn().expect("spawn sleep"));
+    let pid = child.pid();
+    assert!(cg.pids().expect("pids").contains(&pid));
+    // In every hierarchy, not only the one `pids` reads.
+    for dir in cg.paths() {
+        let tasks = std::fs::read_to_string(dir.join("tasks")).expect("tasks");
+        assert!(
+            tasks.lines().any(|l| l == pid.to_string()),
+            "{pid} in {}",
+            dir.display()
+        );
+    }
+}
