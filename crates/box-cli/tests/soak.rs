@@ -79,8 +79,19 @@ impl Data {
         ids.into_iter().collect()
     }
 
+    /// What is left once the supervisors are done: a `--rm` box's supervisor lets its client go
+    /// as soon as the record is removed and removes the box's files, runtime state and cgroups
+    /// right after, so a count taken at once may see the last box still being cleaned up.
+    /// Counts again until nothing is left or a few seconds went by.
     fn leaks(&self) -> Leaks {
-        Leaks::count(&self.dir, &self.all_ids(), &self.parent)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let l = Leaks::count(&self.dir, &self.all_ids(), &self.parent);
+            if l.total() == 0 || Instant::now() >= deadline {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

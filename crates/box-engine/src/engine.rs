@@ -320,7 +320,8 @@ impl Engine {
     }
 
     /// Removes per-box dirs and snapshots without a record (a create that crashed before its
-    /// record was written), when older than [`ORPHAN_AGE`]. Best effort.
+    /// record was written, a `--rm` supervisor killed after it removed the record), with their
+    /// runtime state and cgroups, when older than [`ORPHAN_AGE`]. Best effort.
     fn clean_orphans(&self) {
         let Ok(known) = self.db.list() else {
             return;
@@ -341,6 +342,11 @@ impl Engine {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if is_box_id(&name) && !known.contains(&name) && old(&entry.path()) {
+                    // Its runtime state and cgroups too (a `--rm` supervisor killed after it
+                    // removed the record).
+                    if let Ok(rt) = self.runtime() {
+                        let _ = rt.delete(&name, true);
+                    }
                     let _ = self.remove_files(&name);
                 }
                 // A snapshot being built when its create was killed.

@@ -246,7 +246,15 @@ pub(crate) fn start_attached(
         Relayed::Detached => return Ok(0),
         Relayed::Dropped => bail!("the box's supervisor went away before the box ended"),
     };
-    // Return once the box is recorded as ended (or removed, with --rm).
+    // Return once the box is recorded as ended (or removed, with --rm): the supervisor closes
+    // the stream only then, so this is a check, on the connection we have.
+    let settled = match engine.db().get(&rec.id) {
+        Ok(Some(now)) => !now.state.is_active() && !rec.spec.auto_remove,
+        _ => true,
+    };
+    if settled {
+        return Ok(code);
+    }
     let _ = supervisor::wait_exit(engine.paths(), &rec.id);
     if rec.spec.auto_remove {
         let deadline = Instant::now() + Duration::from_secs(10);

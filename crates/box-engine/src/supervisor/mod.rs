@@ -567,6 +567,10 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
             }
         };
         let oom = oom_killed(&sv.runtime, sv.id);
+        if sv.rec.spec.auto_remove {
+            // Nothing restarts a `--rm` box: its runtime state goes after the clients (below).
+            break (code, oom);
+        }
         let _ = sv.runtime.delete(sv.id, true);
         let now = sv.db.get(sv.id)?;
         let restarts = now.as_ref().map(|r| r.restart_count).unwrap_or(0);
@@ -595,6 +599,20 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
         }
     };
     io.hub.finish(code);
+    if sv.rec.spec.auto_remove {
+        // Gone for its user once its row is: the clients (a foreground `run --rm`) are let go
+        // then, and the files that no one else sees (runtime state, cgroups, the overlay in our
+        // own mount namespace, the box's dirs) are removed after, off their critical path. A
+        // supervisor killed in between leaves them to `Engine::open`'s orphan sweep.
+        sv.db.delete(sv.id)?;
+        drop(io);
+        let _ = sv.runtime.delete(sv.id, true);
+        if let Some(s) = sv.snapshot.take() {
+            let _ = s.remove();
+        }
+        let _ = std::fs::remove_dir_all(sv.paths.box_dir(sv.id));
+        return Ok(());
+    }
     if let Some(s) = &sv.snapshot {
         let _ = s.unmount();
     }
@@ -607,13 +625,6 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
             error: None,
         },
     )?;
-    if sv.rec.spec.auto_remove {
-        if let Some(s) = sv.snapshot.take() {
-            let _ = s.remove();
-        }
-        let _ = std::fs::remove_dir_all(sv.paths.box_dir(sv.id));
-        sv.db.delete(sv.id)?;
-    }
     Ok(())
 }
 
