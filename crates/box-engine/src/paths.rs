@@ -107,11 +107,6 @@ impl Paths {
         self.box_dir(id).join(format!("exec-{pid}.exit"))
     }
 
-    /// The supervisor's pid file: `<run>/boxes/<id>/supervisor.pid`.
-    pub fn supervisor_pid_path(&self, id: &str) -> PathBuf {
-        self.box_run_dir(id).join("supervisor.pid")
-    }
-
     /// box-runtime's state root: `<run>/runtime`.
     pub fn runtime_root(&self) -> PathBuf {
         self.run.join("runtime")

@@ -786,6 +786,9 @@ fn add_etc(tree: &mut HostTree, opts: &HostImageOptions, path_line: &str) {
         "etc/hosts",
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string(),
     );
+    // Every box gets its own, bind-mounted over this one: with the file in the image, no box
+    // has to create it (and copy /etc up) in its writable layer at start.
+    data(tree, "etc/hostname", "box\n".to_string());
     let resolv_src = opts
         .resolv_conf
         .clone()

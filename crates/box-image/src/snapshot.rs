@@ -207,7 +207,8 @@ impl Snapshot {
         &self.meta.lowers
     }
 
-    /// How `merged` was last made, if it was.
+    /// How `merged` was last made, if known: a copy is recorded; overlay only in the process
+    /// that mounted it (an unrecorded kind is an overlay, or not mounted yet).
     pub fn kind(&self) -> Option<MountKind> {
         self.meta.kind
     }
@@ -306,7 +307,12 @@ impl Snapshot {
         };
         if self.meta.kind != Some(kind) {
             self.meta.kind = Some(kind);
-            self.save_meta()?;
+            // Only a copy is remembered (later mounts and diffs must not try the overlay); an
+            // unrecorded kind means overlay, so the usual case writes nothing (every file made
+            // and removed per box costs, notably on ext4 without a journal).
+            if kind == MountKind::Copy {
+                self.save_meta()?;
+            }
         }
         Ok(kind)
     }

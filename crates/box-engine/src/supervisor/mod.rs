@@ -499,8 +499,6 @@ fn supervise(
     let run_dir = paths.box_run_dir(id);
     std::fs::create_dir_all(&run_dir).ctx(|| format!("cannot create {}", run_dir.display()))?;
     let _ = std::fs::remove_file(run_dir.join(STOP_MARKER));
-    std::fs::write(paths.supervisor_pid_path(id), sv.me.to_string())
-        .ctx(|| format!("cannot write {}", paths.supervisor_pid_path(id).display()))?;
     if let Some(s) = sv.snapshot.as_mut() {
         s.mount()?;
     }
