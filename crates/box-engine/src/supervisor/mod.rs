@@ -708,11 +708,11 @@ fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool)
             console_socket,
             ..Default::default()
         };
-        runtime.create(id, &opts)?;
+        // Created and started over the handshake socket (no exec fifo to make and remove).
+        runtime.run(id, &opts, true)?;
         Ok(())
     })?;
     let pid = runtime.load(id)?.pid;
-    runtime.start(id)?;
     Ok(finish_box_io(started, pid))
 }
 
