@@ -27,8 +27,11 @@ export PATH="/root/.cargo/bin:$HOME/.cargo/bin:$PATH"
 RUNS="${RUNS:-40}"
 WARMUP="${WARMUP:-5}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp/box-bench-engine}"
-# Box's data dir: short, because attach sockets live below it (unix socket paths are short).
-BOX_DATA="${BOX_DATA:-/tmp/bxbench}"
+# Box's data dir: short, because attach sockets live below it (unix socket paths are short), and
+# on the same file system directory as podman's store ($BENCH_DIR): on an ext4 without a journal
+# (this project's machines) making a file costs up to ~20x more in a directory whose block group
+# had many files removed in the last minutes, so all tools get the same conditions.
+BOX_DATA="${BOX_DATA:-/var/tmp/bxbench}"
 for tool in hyperfine podman conmon crun jq busybox tar; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-deps.sh" >&2; exit 1; }
 done
