@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::seccomp::{compile, SeccompError, SeccompProgram};
 
 /// Bumped whenever the compiler's output for the same input may change.
-const FORMAT: &[u8] = b"box-seccomp-cache-v1\0";
+const FORMAT: &[u8] = b"box-seccomp-cache-v2\0";
 
 /// The cache entry path for `spec` under `dir`.
 pub fn entry_path(dir: &Path, spec: &LinuxSeccomp) -> PathBuf {
