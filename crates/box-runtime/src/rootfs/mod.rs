@@ -264,7 +264,12 @@ fn mount_cgroup(
                 "no cgroup2 hierarchy is mounted on the host".into(),
             ));
         };
-        return bind_cgroup_dir(root, src, &fd_path(&dest_fd), base, ro, dest);
+        let at = Reopen {
+            dir: root,
+            rel: dest,
+            shown: dest,
+        };
+        return bind_cgroup_dir(&at, src, &fd_path(&dest_fd), base, ro);
     }
     mount(
         Some("tmpfs"),
@@ -274,6 +279,10 @@ fn mount_cgroup(
         Some("mode=755"),
     )
     .ctx(|| format!("cannot mount tmpfs on {}", dest.display()))?;
+    // The new tmpfs: every hierarchy's directory is made and reached from it (one short lookup
+    // each instead of a walk from the rootfs).
+    let tmpfs = open_in_root(root, dest, libc::O_PATH | libc::O_DIRECTORY)
+        .ctx(|| format!("cannot open {}", dest.display()))?;
     for (h, src) in &view.sources {
         let key = h.name.as_str();
         let name = if h.v2 {
@@ -282,15 +291,18 @@ fn mount_cgroup(
             key.trim_start_matches("name=")
         };
         let sub = dest.join(name);
-        let fd = mkdir_all_in_root(root, &sub, 0o755)
+        let fd = mkdir_all_in_root(tmpfs.as_fd(), Path::new(name), 0o755)
             .ctx(|| format!("cannot create {}", sub.display()))?;
-        bind_cgroup_dir(root, src, &fd_path(&fd), base, ro, &sub)?;
+        let at = Reopen {
+            dir: tmpfs.as_fd(),
+            rel: Path::new(name),
+            shown: &sub,
+        };
+        bind_cgroup_dir(&at, src, &fd_path(&fd), base, ro)?;
         // Co-mounted controllers (cpu,cpuacct) also get a link per controller name.
         if name.contains(',') {
-            let dirfd = open_in_root(root, dest, libc::O_PATH | libc::O_DIRECTORY)
-                .ctx(|| format!("cannot open {}", dest.display()))?;
             for part in name.split(',') {
-                let _ = nix::unistd::symlinkat(name, dirfd.as_fd(), part);
+                let _ = nix::unistd::symlinkat(name, tmpfs.as_fd(), part);
             }
         }
     }
@@ -309,14 +321,22 @@ fn mount_cgroup(
     Ok(())
 }
 
+/// Where a just-made mount point is found again (inside `dir`, at `rel`), and its path in the
+/// box for messages.
+struct Reopen<'a> {
+    dir: BorrowedFd<'a>,
+    rel: &'a Path,
+    shown: &'a Path,
+}
+
 fn bind_cgroup_dir(
-    root: BorrowedFd<'_>,
+    at: &Reopen<'_>,
     src: &Path,
     target: &str,
     base: MsFlags,
     ro: bool,
-    dest: &Path,
 ) -> Result<()> {
+    let dest = at.shown;
     mount(
         Some(src),
         target,
@@ -332,7 +352,7 @@ fn bind_cgroup_dir(
             MsFlags::empty()
         };
     // Reopen: the descriptor behind `target` names the directory under the new mount.
-    let fd = open_in_root(root, dest, libc::O_PATH)
+    let fd = open_in_root(at.dir, at.rel, libc::O_PATH)
         .ctx(|| format!("cannot reopen {}", dest.display()))?;
     remount_bind(&fd_path(&fd), flags).ctx(|| format!("cannot remount {}", dest.display()))
 }
