@@ -367,7 +367,7 @@ fn is_host_image(name: &str) -> bool {
 }
 
 fn write_config(path: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
-    let json = serde_json::to_vec_pretty(spec).map_err(|source| EngineError::Json {
+    let json = serde_json::to_vec(spec).map_err(|source| EngineError::Json {
         context: "cannot encode config.json".into(),
         source,
     })?;

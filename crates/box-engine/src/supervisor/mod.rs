@@ -564,11 +564,12 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
                 run_until_end(&mut io, started, &sv.back)?
             }
         };
-        let oom = oom_killed(&sv.runtime, sv.id);
         if sv.rec.spec.auto_remove {
-            // Nothing restarts a `--rm` box: its runtime state goes after the clients (below).
-            break (code, oom);
+            // Nothing restarts a `--rm` box, and its record (where an OOM kill would show) goes
+            // with it: its runtime state goes after the clients (below).
+            break (code, false);
         }
+        let oom = oom_killed(&sv.runtime, sv.id);
         let _ = sv.runtime.delete(sv.id, true);
         let now = sv.db.get(sv.id)?;
         let restarts = now.as_ref().map(|r| r.restart_count).unwrap_or(0);
