@@ -634,6 +634,16 @@ fn rootless_pause_is_refused_without_a_cgroup_and_top_stats_show_see_the_box() {
     );
     let procs: u32 = row.last().and_then(|p| p.parse().ok()).unwrap_or(0);
     assert!(procs >= 2, "the init and its sleep at least: {stats}");
+    // Without names (every running box), from a user namespace that is not the box's: the same.
+    let all = u.ok(&["stats", "--no-stream"]);
+    let row: Vec<&str> = all
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("pz"))
+        .unwrap_or_else(|| panic!("no row for pz: {all}"))
+        .split_whitespace()
+        .collect();
+    let procs: u32 = row.last().and_then(|p| p.parse().ok()).unwrap_or(0);
+    assert!(procs >= 2, "the init and its sleep at least: {all}");
 
     // show: state and member pids.
     let show = u.ok(&["show", "pz"]);

@@ -299,28 +299,64 @@ impl Runtime {
     }
 }
 
-/// Without a cgroup: the processes sharing the init's pid namespace.
+/// Without a cgroup: the processes sharing the init's pid namespace. A process whose namespace
+/// cannot be read (rootless, from a user namespace that is not the box's, the box's own
+/// processes' links are not ours to read) counts when one of its ancestors does: everything the
+/// box forks descends from its init or from a process exec'd into it (orphans are reparented
+/// to the init).
 fn pid_namespace_members(init: i32) -> Vec<i32> {
-    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
-        return vec![init];
-    };
-    let mut out = Vec::new();
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok();
+    let mut members = std::collections::BTreeSet::from([init]);
+    let mut unreadable = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                .ok()
-                .as_ref()
-                == Some(&ns)
-            {
-                out.push(pid);
+            if pid == init {
+                continue;
+            }
+            match (&ns, std::fs::read_link(format!("/proc/{pid}/ns/pid"))) {
+                (Some(ns), Ok(link)) if link == *ns => {
+                    members.insert(pid);
+                }
+                (Some(_), Ok(_)) => {}
+                _ => unreadable.push(pid),
             }
         }
     }
-    out.sort_unstable();
-    out
+    for pid in unreadable {
+        if descends_from_any(pid, &members) {
+            members.insert(pid);
+        }
+    }
+    members.into_iter().collect()
+}
+
+/// Whether one of `pid`'s ancestors (by the world-readable parent pid in /proc/PID/stat) is in
+/// `set`.
+fn descends_from_any(pid: i32, set: &std::collections::BTreeSet<i32>) -> bool {
+    let mut cur = pid;
+    for _ in 0..64 {
+        let Some(parent) = parent_pid(cur) else {
+            return false;
+        };
+        if set.contains(&parent) {
+            return true;
+        }
+        if parent <= 1 {
+            return false;
+        }
+        cur = parent;
+    }
+    false
+}
+
+/// The parent pid (field 4) of /proc/PID/stat.
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn install_forwarders() {
