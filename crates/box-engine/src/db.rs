@@ -491,6 +491,39 @@ impl BoxDb {
         Ok(rows)
     }
 
+    /// The ids of every box (no record decoded: cheap whatever the number of boxes).
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id FROM boxes")
+            .db_ctx(|| "cannot list boxes".into())?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .db_ctx(|| "cannot list boxes".into())?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .db_ctx(|| "cannot read boxes".into())?;
+        Ok(rows)
+    }
+
+    /// Boxes that have, or may have, a supervisor (running, paused, restarting, or created with
+    /// one recorded): what [`BoxDb::repair`] looks at. Ended boxes are not decoded, so every
+    /// command's repair pass costs the same however many boxes have ended.
+    fn watched(&self) -> Result<Vec<BoxRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM boxes WHERE state IN ('running', 'paused', 'restarting') \
+                 OR (state = 'created' AND supervisor_pid IS NOT NULL)"
+            ))
+            .db_ctx(|| "cannot list boxes".into())?;
+        let rows = stmt
+            .query_map([], BoxRecord::from_row)
+            .db_ctx(|| "cannot list boxes".into())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db_ctx(|| "cannot read boxes".into())?;
+        Ok(rows)
+    }
+
     /// Applies a state change to box `id`.
     pub fn update_state(&self, id: &str, change: &StateChange) -> Result<()> {
         let conn = self.conn();
@@ -643,7 +676,7 @@ impl BoxDb {
     /// becomes `exited` with the error "supervisor died". Returns the ids repaired.
     pub fn repair(&self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
-        for rec in self.list()? {
+        for rec in self.watched()? {
             let watched = rec.state.is_active()
                 || (rec.state == BoxState::Created && rec.supervisor_pid.is_some());
             if !watched {

@@ -323,10 +323,10 @@ impl Engine {
     /// record was written, a `--rm` supervisor killed after it removed the record), with their
     /// runtime state and cgroups, when older than [`ORPHAN_AGE`]. Best effort.
     fn clean_orphans(&self) {
-        let Ok(known) = self.db.list() else {
+        let Ok(known) = self.db.ids() else {
             return;
         };
-        let known: std::collections::HashSet<String> = known.into_iter().map(|r| r.id).collect();
+        let known: std::collections::HashSet<String> = known.into_iter().collect();
         let old = |p: &Path| {
             fs::symlink_metadata(p)
                 .and_then(|m| m.modified())
