@@ -1110,3 +1110,41 @@ fn rootless_up_and_down_of_a_project_box_running_as_another_user() {
         (!alive(pid)).then_some(())
     });
 }
+
+#[test]
+fn rootless_network_modes_none_and_host() {
+    if !require_root("rootless_network_modes_none_and_host") {
+        return;
+    }
+    let u = UserBox::new();
+    let host_ns = std::fs::read_link("/proc/self/ns/net")
+        .expect("own netns")
+        .display()
+        .to_string();
+    // none: a namespace of its own (owned by the box's user namespace) with only a loopback
+    // interface, up (/proc/net: rootless, /sys is the host's, bound in).
+    let out = u.ok(&[
+        "run",
+        "--rm",
+        "host",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/net; sed 1,2d /proc/net/dev | cut -d: -f1 | tr -d ' '; \
+         (echo hi | nc -l -p 8124 &); for i in 1 2 3 4 5 6 7 8 9 10; do \
+         nc 127.0.0.1 8124 </dev/null && break; sleep 0.2; done",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines.first(), Some(&host_ns.as_str()), "{out}");
+    assert_eq!(&lines[1..], ["lo", "hi"], "{out}");
+    // host: the host's namespace.
+    let out = u.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "host",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(out.trim(), host_ns, "{out}");
+}

@@ -191,7 +191,12 @@ impl Engine {
             &self.paths,
             id,
         )?;
+        let mut oci_spec = oci_spec;
+        if let Some(netns) = oci::joined_network(&self.db, spec)? {
+            oci::set_network_namespace(&mut oci_spec, &netns);
+        }
         oci::write_etc_files(&self.paths, id, &oci::hostname_of(spec, id))?;
+        oci::adopt_network_files(&self.paths, &self.db, id, spec)?;
         write_config(&self.paths.config_path(id), &oci_spec)?;
         let record = BoxRecord::new(
             id.to_string(),
@@ -366,7 +371,8 @@ fn is_host_image(name: &str) -> bool {
     }
 }
 
-fn write_config(path: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
+/// Writes a box's config.json (to a temporary name, then renamed into place).
+pub(crate) fn write_config(path: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
     let json = serde_json::to_vec(spec).map_err(|source| EngineError::Json {
         context: "cannot encode config.json".into(),
         source,

@@ -11,9 +11,10 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{LinuxSeccomp, Spec};
 use serde_json::{json, Value};
 
+use crate::db::BoxDb;
 use crate::error::{EngineError, IoContext, Result};
 use crate::paths::Paths;
-use crate::spec::{cpus_to_quota, BoxSpec, MountKind, SeccompChoice};
+use crate::spec::{cpus_to_quota, BoxSpec, MountKind, NetworkMode, SeccompChoice};
 
 /// PATH when neither the image nor the user sets one (Docker's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -186,11 +187,20 @@ pub fn build_spec(
         _ => format!("box/{id}"),
     };
 
+    // `container:` boxes get their own namespace here; `set_network_namespace` then points it
+    // at the other box's (a forgotten step isolates, never shares the host's).
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "cgroup"}),
+    ];
+    if spec.network != NetworkMode::Host {
+        namespaces.push(json!({"type": "network"}));
+    }
     let mut linux = json!({
-        "namespaces": [
-            {"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"},
-            {"type": "network"}, {"type": "cgroup"},
-        ],
+        "namespaces": namespaces,
         "resources": Value::Object(resources),
         "cgroupsPath": cgroups_path,
     });
@@ -254,12 +264,90 @@ pub fn write_etc_files(paths: &Paths, id: &str, hostname: &str) -> Result<()> {
     write("resolv.conf", &box_resolv_conf(&host_resolv))
 }
 
-/// The box's hostname: the spec's, else the first 12 hex digits of the id.
+/// The box's hostname: the spec's, else the host's (`--network host`), else the first 12 hex
+/// digits of the id.
 pub fn hostname_of(spec: &BoxSpec, id: &str) -> String {
+    let host = || {
+        (spec.network == NetworkMode::Host)
+            .then(|| nix::unistd::gethostname().ok())
+            .flatten()
+            .map(|h| h.to_string_lossy().into_owned())
+    };
     spec.hostname
         .clone()
         .filter(|h| !h.is_empty())
+        .or_else(host)
         .unwrap_or_else(|| id.get(..12).unwrap_or(id).to_string())
+}
+
+/// The network namespace a `--network container:NAME` box joins: the other box's init's, which
+/// must be running (none for other modes).
+pub fn joined_network(db: &BoxDb, spec: &BoxSpec) -> Result<Option<PathBuf>> {
+    let NetworkMode::Container(name) = &spec.network else {
+        return Ok(None);
+    };
+    let other = db.find(name)?;
+    match (other.state.is_active(), other.pid) {
+        (true, Some(pid)) if other.state != crate::db::BoxState::Restarting => {
+            Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/net"))))
+        }
+        _ => Err(EngineError::WrongState(format!(
+            "--network container:{name}: box {} is {}, and a box can only join the network of \
+             a running one (box start {} first)",
+            other.name,
+            other.state.as_str(),
+            other.name
+        ))),
+    }
+}
+
+/// Points the box's network namespace at `path` (another box's).
+pub fn set_network_namespace(spec: &mut Spec, path: &Path) {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    if let Ok(ns) = LinuxNamespaceBuilder::default()
+        .typ(LinuxNamespaceType::Network)
+        .path(path.to_path_buf())
+        .build()
+    {
+        namespaces.push(ns);
+    }
+    linux.set_namespaces(Some(namespaces));
+}
+
+/// Before each start of a `container:` box: config.json joins the other box's network
+/// namespace as it is now (its init may have changed since the last start).
+pub fn rejoin_network(paths: &Paths, db: &BoxDb, id: &str, spec: &BoxSpec) -> Result<()> {
+    let Some(path) = joined_network(db, spec)? else {
+        return Ok(());
+    };
+    let config = paths.config_path(id);
+    let mut oci = Spec::load(&config)
+        .map_err(|e| EngineError::WrongState(format!("cannot read {}: {e}", config.display())))?;
+    set_network_namespace(&mut oci, &path);
+    crate::engine::write_config(&config, &oci)
+}
+
+/// With `host` or `container:` networking the box's /etc/hosts and /etc/resolv.conf are those of
+/// the network it joins: the host's, or the other box's.
+pub fn adopt_network_files(paths: &Paths, db: &BoxDb, id: &str, spec: &BoxSpec) -> Result<()> {
+    let from = match &spec.network {
+        NetworkMode::None => return Ok(()),
+        NetworkMode::Host => PathBuf::from("/etc"),
+        NetworkMode::Container(name) => paths.box_dir(&db.find(name)?.id),
+    };
+    for name in ["hosts", "resolv.conf"] {
+        let src = from.join(name);
+        let dst = paths.box_dir(id).join(name);
+        if let Ok(text) = fs::read(&src) {
+            fs::write(&dst, text).ctx(|| format!("cannot write {}", dst.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The host's resolv.conf without loopback nameservers (unreachable from the box's own

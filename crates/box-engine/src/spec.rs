@@ -59,6 +59,8 @@ pub struct BoxSpec {
     pub security_opt: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// How the box is networked (`--network`).
+    pub network: NetworkMode,
     /// Remove the box when it exits (`--rm`).
     pub auto_remove: bool,
     /// Run a tiny init as pid 1 that reaps zombies and forwards signals (`--init`).
@@ -98,6 +100,51 @@ pub struct MountSpec {
     pub readonly: bool,
     /// Further mount options (`size=64m`, `mode=1777`, `rprivate`, `z`…).
     pub options: Vec<String>,
+}
+
+/// How a box is networked (`--network`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "box")]
+pub enum NetworkMode {
+    /// A network namespace of its own with only the loopback interface.
+    #[default]
+    None,
+    /// The host's network namespace (and its /etc/hosts, /etc/resolv.conf and hostname).
+    Host,
+    /// The network namespace of another box (by name or id), which must be running when this
+    /// one starts.
+    Container(String),
+}
+
+impl FromStr for NetworkMode {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" | "" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            other => match other.strip_prefix("container:") {
+                Some(name) if !name.is_empty() => Ok(NetworkMode::Container(name.to_string())),
+                Some(_) => Err(EngineError::invalid(
+                    "--network container: needs a box name or id (container:NAME)",
+                )),
+                None => Err(EngineError::invalid(format!(
+                    "network mode {other:?} is not supported yet: use none, host or \
+                     container:NAME"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::Container(name) => write!(f, "container:{name}"),
+        }
+    }
 }
 
 /// Docker's restart policies.
@@ -493,6 +540,26 @@ pub fn cpus_to_quota(cpus: f64) -> (i64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_modes_parse_and_print() {
+        for (text, mode) in [
+            ("none", NetworkMode::None),
+            ("host", NetworkMode::Host),
+            ("container:web", NetworkMode::Container("web".into())),
+        ] {
+            let parsed: NetworkMode = text.parse().unwrap();
+            assert_eq!(parsed, mode);
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!("".parse::<NetworkMode>().unwrap(), NetworkMode::None);
+        for bad in ["bridge", "container:", "pasta", "slirp4netns"] {
+            assert!(bad.parse::<NetworkMode>().is_err(), "{bad}");
+        }
+        // Records written before the field existed read as `none`.
+        let old: BoxSpec = serde_json::from_str(r#"{"image":"host"}"#).unwrap();
+        assert_eq!(old.network, NetworkMode::None);
+    }
 
     #[test]
     fn volume_bind_ro() {

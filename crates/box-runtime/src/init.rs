@@ -103,6 +103,9 @@ fn init_main(a: &InitArgs<'_>, started: &mut bool) -> Result<Infallible> {
     if a.plan.new_time {
         enter_time_namespace(a.spec)?;
     }
+    if a.plan.new_net || later & libc::CLONE_NEWNET != 0 {
+        crate::namespaces::loopback_up()?;
+    }
     let plan = RootfsPlan {
         cgroup_dirs: a.cgroup_dirs,
         spec: a.spec,

@@ -2,7 +2,7 @@
 //! cgroup is joined, time after its offsets are known), or joined from a path (setns).
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
@@ -133,6 +133,36 @@ pub fn join_path(flag: libc::c_int, path: &std::path::Path) -> Result<()> {
             path.display()
         )
     })
+}
+
+/// Brings the loopback interface of this process's (new) network namespace up, as crun does: a
+/// box without other networking still reaches its own 127.0.0.1.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .ctx(|| "cannot open a socket to bring the loopback interface up");
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let ctl = |op: libc::c_ulong, req: &mut libc::ifreq| {
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq we own, on our socket.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), op as _, req as *mut libc::ifreq) } < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    ctl(libc::SIOCGIFFLAGS, &mut req).ctx(|| "cannot read the loopback interface's flags")?;
+    // SAFETY: after SIOCGIFFLAGS the flags member is the one the kernel filled in.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ctl(libc::SIOCSIFFLAGS, &mut req).ctx(|| "cannot bring the loopback interface up")
 }
 
 #[cfg(test)]

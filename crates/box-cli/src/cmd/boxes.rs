@@ -172,7 +172,12 @@ fn box_spec(o: BoxOptions) -> Result<BoxSpec> {
         .restart
         .parse()
         .map_err(|e| anyhow!("--restart {}: {e}", o.restart))?;
+    let network: spec::NetworkMode = o
+        .network
+        .parse()
+        .map_err(|e| anyhow!("--network {}: {e}", o.network))?;
     let mut s = BoxSpec::new(image, &[]);
+    s.network = network;
     s.name = o.name;
     s.cmd = (!command.is_empty()).then_some(command);
     s.entrypoint = o.entrypoint.map(|e| vec![e]);

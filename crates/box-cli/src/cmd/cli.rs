@@ -124,6 +124,9 @@ pub struct BoxOptions {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no")]
     pub restart: String,
+    /// Network: none (own namespace, loopback only), host, container:NAME (another box's).
+    #[arg(long, visible_alias = "net", default_value = "none")]
+    pub network: String,
     /// Cgroup to nest the box's cgroup under (relative to the caller's own).
     #[arg(long)]
     pub cgroup_parent: Option<String>,

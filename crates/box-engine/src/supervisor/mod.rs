@@ -542,6 +542,7 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
         let code = match io.exit.take() {
             Some(code) => code,
             None => {
+                crate::oci::rejoin_network(sv.paths, &sv.db, sv.id, &sv.rec.spec)?;
                 let started = start_box(
                     &sv.runtime,
                     sv.paths,
