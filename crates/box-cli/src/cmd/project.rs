@@ -14,6 +14,7 @@
 //! workdir = "/srv"
 //! user = "1000:1000"
 //! restart = "on-failure:3"
+//! network = "host"                    # none (default), host, container:NAME
 //! ```
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use box_engine::engine::Engine;
-use box_engine::spec::{self, BoxSpec, RestartPolicy};
+use box_engine::spec::{self, BoxSpec, NetworkMode, RestartPolicy};
 use box_engine::supervisor;
 use serde::Deserialize;
 
@@ -91,6 +92,8 @@ pub struct ProjectFile {
     pub user: Option<String>,
     /// Restart policy.
     pub restart: Option<String>,
+    /// Network mode (`none`, `host`, `container:NAME`).
+    pub network: Option<String>,
 }
 
 /// Reads and parses `path`.
@@ -300,6 +303,13 @@ impl ProjectFile {
                     .map_err(|e| anyhow!("{FILE_NAME}: restart = {r:?}: {e}"))?;
             }
         }
+        if s.network == NetworkMode::None {
+            if let Some(n) = &self.network {
+                s.network = n
+                    .parse()
+                    .map_err(|e| anyhow!("{FILE_NAME}: network = {n:?}: {e}"))?;
+            }
+        }
         Ok(())
     }
 }
@@ -388,6 +398,7 @@ mod tests {
             workdir = "/srv"
             user = "1000"
             restart = "on-failure:3"
+            network = "host"
             "#,
         )
         .unwrap();
@@ -411,6 +422,13 @@ mod tests {
         assert_eq!(s.pids_limit, Some(50));
         assert_eq!(s.workdir.as_deref(), Some("/srv"));
         assert_eq!(s.restart, RestartPolicy::OnFailure(Some(3)));
+        assert_eq!(s.network, NetworkMode::Host);
+        let bad: ProjectFile = toml::from_str("image = \"x\"\nnetwork = \"bridge\"").unwrap();
+        let err = bad.apply(&mut BoxSpec::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("network") && err.contains("not supported yet"),
+            "{err}"
+        );
     }
 
     #[test]
