@@ -1123,16 +1123,12 @@ fn rootless_network_modes_none_and_host() {
         .to_string();
     // none: a namespace of its own (owned by the box's user namespace) with only a loopback
     // interface, up (/proc/net: rootless, /sys is the host's, bound in).
-    let out = u.ok(&[
-        "run",
-        "--rm",
-        "host",
-        "sh",
-        "-c",
+    let script = format!(
         "readlink /proc/self/ns/net; sed 1,2d /proc/net/dev | cut -d: -f1 | tr -d ' '; \
-         (echo hi | nc -l -p 8124 &); for i in 1 2 3 4 5 6 7 8 9 10; do \
-         nc 127.0.0.1 8124 </dev/null && break; sleep 0.2; done",
-    ]);
+         (while true; do echo hi | nc -l -p 8124; done &); {}",
+        loopback_fetch(8124)
+    );
+    let out = u.ok(&["run", "--rm", "host", "sh", "-c", &script]);
     let lines: Vec<&str> = out.lines().collect();
     assert_ne!(lines.first(), Some(&host_ns.as_str()), "{out}");
     assert_eq!(&lines[1..], ["lo", "hi"], "{out}");

@@ -854,3 +854,13 @@ impl Drop for BoxData {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+/// A shell snippet for a box: connects to 127.0.0.1:`port` until a server answers (up to ~20 s,
+/// for loaded machines) and prints the first answer. The client's input stays open a moment so
+/// that busybox nc reads the reply before it hangs up.
+pub fn loopback_fetch(port: u16) -> String {
+    format!(
+        "i=0; while [ $i -lt 50 ]; do out=$(sleep 0.3 | nc 127.0.0.1 {port} 2>/dev/null); \
+         if [ -n \"$out\" ]; then echo \"$out\"; break; fi; i=$((i+1)); sleep 0.1; done"
+    )
+}
