@@ -477,11 +477,14 @@ impl BoxDb {
 
     /// Every box, newest first.
     pub fn list(&self) -> Result<Vec<BoxRecord>> {
+        self.records("ORDER BY created DESC, id")
+    }
+
+    /// The records `SELECT … FROM boxes <rest>` returns.
+    fn records(&self, rest: &str) -> Result<Vec<BoxRecord>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM boxes ORDER BY created DESC, id"
-            ))
+            .prepare(&format!("SELECT {COLUMNS} FROM boxes {rest}"))
             .db_ctx(|| "cannot list boxes".into())?;
         let rows = stmt
             .query_map([], BoxRecord::from_row)
@@ -509,19 +512,10 @@ impl BoxDb {
     /// one recorded): what [`BoxDb::repair`] looks at. Ended boxes are not decoded, so every
     /// command's repair pass costs the same however many boxes have ended.
     fn watched(&self) -> Result<Vec<BoxRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM boxes WHERE state IN ('running', 'paused', 'restarting') \
-                 OR (state = 'created' AND supervisor_pid IS NOT NULL)"
-            ))
-            .db_ctx(|| "cannot list boxes".into())?;
-        let rows = stmt
-            .query_map([], BoxRecord::from_row)
-            .db_ctx(|| "cannot list boxes".into())?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db_ctx(|| "cannot read boxes".into())?;
-        Ok(rows)
+        self.records(
+            "WHERE state IN ('running', 'paused', 'restarting') \
+             OR (state = 'created' AND supervisor_pid IS NOT NULL)",
+        )
     }
 
     /// Applies a state change to box `id`.
@@ -677,11 +671,6 @@ impl BoxDb {
     pub fn repair(&self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
         for rec in self.watched()? {
-            let watched = rec.state.is_active()
-                || (rec.state == BoxState::Created && rec.supervisor_pid.is_some());
-            if !watched {
-                continue;
-            }
             let alive = rec
                 .supervisor_pid
                 .is_some_and(|pid| process_alive(pid, rec.supervisor_start));

@@ -354,9 +354,10 @@ fn descends_from_any(pid: i32, set: &std::collections::BTreeSet<i32>) -> bool {
 
 /// The parent pid (field 4) of /proc/PID/stat.
 fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    after.split_whitespace().nth(1)?.parse().ok()
+    crate::state::stat_fields_from_state(pid)?
+        .get(1)?
+        .parse()
+        .ok()
 }
 
 fn install_forwarders() {

@@ -211,18 +211,21 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
+/// The fields of /proc/PID/stat from field 3 (state) on: the comm field before them may hold
+/// spaces and parentheses, so they are taken after the last ')'.
+pub fn stat_fields_from_state(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
 /// The start time (field 22 of /proc/PID/stat) of a live process, `None` if it is gone or a zombie.
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The comm field may hold spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
+    let fields = stat_fields_from_state(pid)?;
+    if matches!(fields.first()?.as_str(), "Z" | "X") {
         return None;
     }
-    // rest starts at field 3 (state); start time is field 22.
-    fields.nth(18)?.parse().ok()
+    fields.get(19)?.parse().ok()
 }
 
 impl BoxRecord {
