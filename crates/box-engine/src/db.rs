@@ -15,7 +15,7 @@ use crate::error::{DbContext, EngineError, Result};
 use crate::spec::{BoxSpec, RestartPolicy};
 
 /// The schema version this build writes (component `engine` of table `schema_versions`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const COMPONENT: &str = "engine";
 
@@ -49,6 +49,22 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: whether the user stopped the box (`unless-stopped` leaves it down at boot).
     "ALTER TABLE boxes ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;",
+    // 4: bridge networks and the boxes' addresses on them (see `network`).
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        bridge TEXT NOT NULL UNIQUE,
+        subnet TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE endpoints (
+        box_id TEXT NOT NULL,
+        network_id TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        PRIMARY KEY (box_id, network_id),
+        UNIQUE (network_id, ip)
+    );",
 ];
 
 const COLUMNS: &str = "id, name, image_id, image_name, created, spec, state, pid, supervisor_pid, \
@@ -659,9 +675,15 @@ impl BoxDb {
 
     /// Deletes the row of box `id` (no error when it is gone already).
     pub fn delete(&self, id: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM boxes WHERE id = ?1", params![id])
-            .db_ctx(|| format!("cannot delete box {id}"))?;
+        let ctx = || format!("cannot delete box {id}");
+        let mut conn = self.conn();
+        let tx = conn.transaction().db_ctx(ctx)?;
+        // Its addresses go with it.
+        tx.execute("DELETE FROM endpoints WHERE box_id = ?1", params![id])
+            .db_ctx(ctx)?;
+        tx.execute("DELETE FROM boxes WHERE id = ?1", params![id])
+            .db_ctx(ctx)?;
+        tx.commit().db_ctx(ctx)?;
         Ok(())
     }
 
@@ -710,7 +732,7 @@ impl BoxDb {
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
         rusqlite::Error::SqliteFailure(f, _)

@@ -41,8 +41,14 @@ impl Engine {
         }
         let images = ImageStore::open(&paths.data, paths.rootless)?;
         let db = BoxDb::open(&paths.db_path())?;
-        db.repair()?;
+        let repaired = db.repair()?;
         let engine = Engine { paths, db, images };
+        // A dead supervisor could not withdraw its box's published ports or stop its pasta.
+        for id in repaired {
+            if let Ok(Some(rec)) = engine.db.get(&id) {
+                crate::network::unwire(&engine.paths, &id, &rec.spec);
+            }
+        }
         engine.clean_orphans();
         Ok(engine)
     }
@@ -179,15 +185,55 @@ impl Engine {
             let snap = Snapshot::open(&self.paths.data, id)?;
             self.copy_up_volumes(snap, &volumes.created, &nocopy)?;
         }
-        let spec = &volumes.runtime;
+        let exposed: Vec<String> = image_config
+            .as_ref()
+            .and_then(|c| c.config().as_ref())
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        let mut stored = volumes.stored.clone();
+        self.allocate_network(&mut stored, id, &exposed)?;
+        let mut spec = volumes.runtime.clone();
+        spec.network = stored.network.clone();
+        spec.ports = stored.ports.clone();
+        let result = self.write_box(
+            &spec,
+            stored,
+            id,
+            made,
+            &rootfs,
+            &etc_roots,
+            image_config,
+            image_id,
+            image_name,
+        );
+        if result.is_err() {
+            let _ = self.release_network(id);
+        }
+        result
+    }
+
+    /// The box's files (config.json, /etc files) and its record.
+    #[allow(clippy::too_many_arguments)]
+    fn write_box(
+        &self,
+        spec: &BoxSpec,
+        stored: BoxSpec,
+        id: &str,
+        made: &mut Made<'_>,
+        rootfs: &Path,
+        etc_roots: &[std::path::PathBuf],
+        image_config: Option<oci_spec::image::ImageConfiguration>,
+        image_id: Option<String>,
+        image_name: String,
+    ) -> Result<BoxRecord> {
         let box_dir = self.paths.box_dir(id);
         made.box_dir = true;
         fs::create_dir_all(&box_dir).ctx(|| format!("cannot create {}", box_dir.display()))?;
         let oci_spec = oci::build_spec(
             spec,
             image_config.as_ref(),
-            &rootfs,
-            &etc_roots,
+            rootfs,
+            etc_roots,
             &self.paths,
             id,
         )?;
@@ -203,9 +249,26 @@ impl Engine {
             spec.name.clone().unwrap_or_default(),
             image_id,
             image_name,
-            volumes.stored.clone(),
+            stored,
         );
-        self.db.insert(&record)
+        let record = self.db.insert(&record)?;
+        if record.spec.network.bridge_network().is_some() {
+            // Its own addresses, and its name in the hosts files of the boxes it shares a
+            // user network with (best effort: the box is made).
+            let _ = self.write_hosts(id);
+            for ep in self.db.endpoints_of_box(id).unwrap_or_default() {
+                if ep.network.name != crate::network::DEFAULT_NETWORK {
+                    for peer in self
+                        .db
+                        .endpoints_of_network(&ep.network.id)
+                        .unwrap_or_default()
+                    {
+                        let _ = self.write_hosts(&peer.box_id);
+                    }
+                }
+            }
+        }
+        Ok(record)
     }
 
     /// Boxes, newest first: all of them, or (`all == false`) the running and paused ones.
@@ -264,7 +327,9 @@ impl Engine {
             Ok(()) | Err(box_runtime::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        crate::network::unwire(&self.paths, &rec.id, &rec.spec);
         self.remove_files(&rec.id)?;
+        self.release_network(&rec.id)?;
         self.db.delete(&rec.id)?;
         Ok(rec)
     }

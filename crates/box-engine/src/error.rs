@@ -72,6 +72,9 @@ pub enum EngineError {
     /// From box-runtime (creating, killing, deleting the box's processes).
     #[error(transparent)]
     Runtime(#[from] box_runtime::Error),
+    /// From box-net (bridges, veth pairs, the firewall, pasta/slirp4netns).
+    #[error(transparent)]
+    Net(#[from] box_net::NetError),
     /// The stored spec of a box could not be read back.
     #[error("{context}: {source}")]
     Json {

@@ -3,11 +3,13 @@
 //! and records how it ended, and logs. See docs/engine.md.
 
 pub mod commit;
+pub mod config;
 pub mod db;
 pub mod engine;
 pub mod error;
 pub mod files;
 pub mod logs;
+pub mod network;
 pub mod oci;
 pub mod paths;
 pub mod spec;

@@ -336,9 +336,9 @@ pub fn rejoin_network(paths: &Paths, db: &BoxDb, id: &str, spec: &BoxSpec) -> Re
 /// the network it joins: the host's, or the other box's.
 pub fn adopt_network_files(paths: &Paths, db: &BoxDb, id: &str, spec: &BoxSpec) -> Result<()> {
     let from = match &spec.network {
-        NetworkMode::None => return Ok(()),
         NetworkMode::Host => PathBuf::from("/etc"),
         NetworkMode::Container(name) => paths.box_dir(&db.find(name)?.id),
+        _ => return Ok(()),
     };
     for name in ["hosts", "resolv.conf"] {
         let src = from.join(name);

@@ -59,8 +59,13 @@ pub struct BoxSpec {
     pub security_opt: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
-    /// How the box is networked (`--network`).
+    /// How the box is networked (`--network`). Records from before networks read as `none`.
+    #[serde(default = "network_of_old_records")]
     pub network: NetworkMode,
+    /// Published ports (`-p`); host ports left 0 are chosen when the box is made.
+    pub ports: Vec<box_net::ports::PortMapping>,
+    /// Publish every port the image exposes on a free host port (`-P`).
+    pub publish_all: bool,
     /// Remove the box when it exits (`--rm`).
     pub auto_remove: bool,
     /// Run a tiny init as pid 1 that reaps zombies and forwards signals (`--init`).
@@ -107,13 +112,32 @@ pub struct MountSpec {
 #[serde(rename_all = "lowercase", tag = "mode", content = "box")]
 pub enum NetworkMode {
     /// A network namespace of its own with only the loopback interface.
-    #[default]
     None,
     /// The host's network namespace (and its /etc/hosts, /etc/resolv.conf and hostname).
     Host,
     /// The network namespace of another box (by name or id), which must be running when this
     /// one starts.
     Container(String),
+    /// A bridge network by name: `bridge` (the default network) or one made by
+    /// `box network create` (root only).
+    Bridge(String),
+    /// User-mode networking through pasta (rootless default).
+    Pasta,
+    /// User-mode networking through slirp4netns.
+    Slirp4netns,
+    /// Not chosen: [`crate::engine::Engine::create`] puts the configured default here.
+    #[default]
+    Default,
+}
+
+impl NetworkMode {
+    /// The bridge network the box is on first, if any.
+    pub fn bridge_network(&self) -> Option<&str> {
+        match self {
+            NetworkMode::Bridge(name) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 impl FromStr for NetworkMode {
@@ -121,20 +145,36 @@ impl FromStr for NetworkMode {
 
     fn from_str(s: &str) -> Result<Self> {
         match s {
-            "none" | "" => Ok(NetworkMode::None),
+            "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
+            "" | "default" => Ok(NetworkMode::Default),
+            "pasta" => Ok(NetworkMode::Pasta),
+            "slirp4netns" => Ok(NetworkMode::Slirp4netns),
             other => match other.strip_prefix("container:") {
                 Some(name) if !name.is_empty() => Ok(NetworkMode::Container(name.to_string())),
                 Some(_) => Err(EngineError::invalid(
                     "--network container: needs a box name or id (container:NAME)",
                 )),
+                None if valid_network_name(other) => Ok(NetworkMode::Bridge(other.to_string())),
                 None => Err(EngineError::invalid(format!(
-                    "network mode {other:?} is not supported yet: use none, host or \
-                     container:NAME"
+                    "network {other:?} is neither a mode (none, host, bridge, pasta, \
+                     slirp4netns, container:NAME) nor a network name (letters, digits, _ . -)"
                 ))),
             },
         }
     }
+}
+
+fn network_of_old_records() -> NetworkMode {
+    NetworkMode::None
+}
+
+/// Whether `name` can name a network: docker's rule (alphanumeric first, then `[A-Za-z0-9_.-]`).
+pub fn valid_network_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 64
 }
 
 impl fmt::Display for NetworkMode {
@@ -143,6 +183,10 @@ impl fmt::Display for NetworkMode {
             NetworkMode::None => f.write_str("none"),
             NetworkMode::Host => f.write_str("host"),
             NetworkMode::Container(name) => write!(f, "container:{name}"),
+            NetworkMode::Bridge(name) => f.write_str(name),
+            NetworkMode::Pasta => f.write_str("pasta"),
+            NetworkMode::Slirp4netns => f.write_str("slirp4netns"),
+            NetworkMode::Default => f.write_str("default"),
         }
     }
 }
@@ -547,13 +591,18 @@ mod tests {
             ("none", NetworkMode::None),
             ("host", NetworkMode::Host),
             ("container:web", NetworkMode::Container("web".into())),
+            ("bridge", NetworkMode::Bridge("bridge".into())),
+            ("my-net.1", NetworkMode::Bridge("my-net.1".into())),
+            ("pasta", NetworkMode::Pasta),
+            ("slirp4netns", NetworkMode::Slirp4netns),
+            ("default", NetworkMode::Default),
         ] {
             let parsed: NetworkMode = text.parse().unwrap();
             assert_eq!(parsed, mode);
             assert_eq!(parsed.to_string(), text);
         }
-        assert_eq!("".parse::<NetworkMode>().unwrap(), NetworkMode::None);
-        for bad in ["bridge", "container:", "pasta", "slirp4netns"] {
+        assert_eq!("".parse::<NetworkMode>().unwrap(), NetworkMode::Default);
+        for bad in ["container:", "-net", "a/b", "two words"] {
             assert!(bad.parse::<NetworkMode>().is_err(), "{bad}");
         }
         // Records written before the field existed read as `none`.

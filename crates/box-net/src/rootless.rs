@@ -3,7 +3,7 @@
 //! and forward published ports into it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -65,22 +65,51 @@ fn pasta_spec(p: &PortMapping) -> String {
     }
 }
 
-/// Starts the helper for the network namespace of process `pid` (the box's init, whose user
-/// namespace it joins) with `ports` published; returns the helper's pid once the namespace is
-/// configured. The helper runs until [`stop`].
-pub fn start(helper: Helper, pid: i32, ports: &[PortMapping], pid_file: &Path) -> Result<i32> {
+/// Starts the helper for the network namespace `netns` (the box's, open in this process: the
+/// helper gets the descriptor, as it may lack the right to open another process's namespace
+/// after dropping its capabilities) with `ports` published; returns the helper's pid once the
+/// namespace is configured. The helper runs until [`stop`].
+pub fn start(
+    helper: Helper,
+    netns: BorrowedFd<'_>,
+    ports: &[PortMapping],
+    pid_file: &Path,
+) -> Result<i32> {
     if !installed(helper.program()) {
         return Err(not_installed(helper));
     }
     match helper {
-        Helper::Pasta => start_pasta(pid, ports, pid_file),
-        Helper::Slirp4netns => start_slirp(pid, ports, pid_file),
+        Helper::Pasta => start_pasta(netns, ports, pid_file),
+        Helper::Slirp4netns => start_slirp(netns, ports, pid_file),
     }
 }
 
-fn start_pasta(pid: i32, ports: &[PortMapping], pid_file: &Path) -> Result<i32> {
+/// Lets the child inherit `fd` (the namespace descriptor) across exec.
+fn inherit(cmd: &mut Command, fd: RawFd, detach: bool) {
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl, setsid) on a
+    // descriptor this process keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            if detach {
+                libc::setsid();
+            }
+            Ok(())
+        });
+    }
+}
+
+fn start_pasta(netns: BorrowedFd<'_>, ports: &[PortMapping], pid_file: &Path) -> Result<i32> {
+    let fd = netns.as_raw_fd();
     let mut cmd = Command::new("pasta");
     cmd.args(["--config-net", "--quiet", "--ipv4-only"]);
+    // Keep our ids (pasta would otherwise drop to nobody, also as root in a user namespace).
+    cmd.arg("--runas").arg(format!(
+        "{}:{}",
+        nix::unistd::geteuid(),
+        nix::unistd::getegid()
+    ));
     for proto in [Proto::Tcp, Proto::Udp] {
         let specs: Vec<String> = ports
             .iter()
@@ -97,7 +126,11 @@ fn start_pasta(pid: i32, ports: &[PortMapping], pid_file: &Path) -> Result<i32> 
     }
     // No forwarding from the box to the host's own ports.
     cmd.args(["-T", "none", "-U", "none"]);
-    cmd.arg("--pid").arg(pid_file).arg(pid.to_string());
+    cmd.arg("--pid").arg(pid_file);
+    cmd.arg("--netns")
+        .arg(format!("/proc/self/fd/{fd}"))
+        .arg("--netns-only");
+    inherit(&mut cmd, fd, false);
     // pasta configures the namespace, then goes to the background; its first process exits.
     let out = cmd
         .stdin(Stdio::null())
@@ -123,7 +156,7 @@ fn read_pid(pid_file: &Path) -> Result<i32> {
         .ok_or_else(|| NetError::Other(format!("no helper pid in {}", pid_file.display())))
 }
 
-fn start_slirp(pid: i32, ports: &[PortMapping], pid_file: &Path) -> Result<i32> {
+fn start_slirp(netns: BorrowedFd<'_>, ports: &[PortMapping], pid_file: &Path) -> Result<i32> {
     let (ready_read, ready_write) = nix::unistd::pipe()
         .map_err(|e| NetError::io("cannot make a pipe", std::io::Error::from(e)))?;
     let api = pid_file.with_extension("sock");
@@ -132,22 +165,14 @@ fn start_slirp(pid: i32, ports: &[PortMapping], pid_file: &Path) -> Result<i32> 
     cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback"])
         .arg(format!("--ready-fd={}", ready_write.as_raw_fd()))
         .arg(format!("--api-socket={}", api.display()))
-        .arg(pid.to_string())
+        .arg("--netns-type=path")
+        .arg(format!("/proc/self/fd/{}", netns.as_raw_fd()))
         .arg("tap0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let ready_fd = ready_write.as_raw_fd();
-    // SAFETY: between fork and exec only async-signal-safe calls: fcntl keeps the ready pipe
-    // open across exec, setsid detaches the helper from our session.
-    unsafe {
-        cmd.pre_exec(move || {
-            let flags = libc::fcntl(ready_fd, libc::F_GETFD);
-            libc::fcntl(ready_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            libc::setsid();
-            Ok(())
-        });
-    }
+    inherit(&mut cmd, ready_write.as_raw_fd(), false);
+    inherit(&mut cmd, netns.as_raw_fd(), true);
     let child = cmd
         .spawn()
         .map_err(|e| NetError::io("cannot run slirp4netns", e))?;
@@ -223,7 +248,8 @@ pub fn stop_recorded(pid_file: &Path) {
     if let Ok(pid) = read_pid(pid_file) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         let comm = comm.trim();
-        if comm == "pasta" || comm == "passt" || comm.starts_with("slirp4netns") {
+        // pasta runs as `passt.avx2` (or `passt`, `pasta`) on most machines.
+        if comm.starts_with("pas") || comm.starts_with("slirp4netns") {
             stop(pid);
         }
     }

@@ -64,8 +64,26 @@ impl Runtime {
     /// `run`: create and start; unless `detach`, wait for the init, forwarding signals, and
     /// delete the box after it exits.
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<RunOutcome> {
+        self.run_with(id, opts, detach, &mut |_| Ok(()))
+    }
+
+    /// `run` with `before_start` called between create and start with the new box's record
+    /// (its namespaces exist, its program has not started): the engine wires the box's
+    /// network there. An error from it destroys the box and is returned as [`Error::Init`].
+    pub fn run_with(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        detach: bool,
+        before_start: &mut dyn FnMut(&BoxRecord) -> std::result::Result<(), String>,
+    ) -> Result<RunOutcome> {
         let created = create_box(&self.root, id, opts, StartSignal::Channel)?;
         let record = created.record;
+        if let Err(why) = before_start(&record) {
+            let _ = self.kill_all_and_reap(&record);
+            let _ = self.destroy(&record);
+            return Err(Error::Init(why));
+        }
         if !detach {
             FORWARD_TO.store(record.pid, Ordering::Relaxed);
             install_forwarders();

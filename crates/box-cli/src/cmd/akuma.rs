@@ -164,7 +164,7 @@ pub enum SessionCommand {
         /// Boxes.
         boxes: Vec<String>,
     },
-    /// Published ports of a box: none until Box has networking (prints nothing).
+    /// Published ports of a box (`80/tcp -> 0.0.0.0:8080`).
     Port {
         /// The box.
         r#box: String,
@@ -297,10 +297,7 @@ pub fn dispatch(root: Option<PathBuf>, cmd: SessionCommand) -> Result<i32> {
             };
             done(stats(&engine, &boxes, no_stream))
         }
-        SessionCommand::Port { r#box } => {
-            engine()?.get(&r#box)?;
-            Ok(0)
-        }
+        SessionCommand::Port { r#box } => done(super::networks::port(&engine()?, &r#box)),
         SessionCommand::Completion { shell } => done(completion(shell)),
         SessionCommand::Man { dir } => done(man(&dir)),
     }

@@ -172,12 +172,18 @@ fn box_spec(o: BoxOptions) -> Result<BoxSpec> {
         .restart
         .parse()
         .map_err(|e| anyhow!("--restart {}: {e}", o.restart))?;
-    let network: spec::NetworkMode = o
-        .network
-        .parse()
-        .map_err(|e| anyhow!("--network {}: {e}", o.network))?;
+    let network: spec::NetworkMode = match &o.network {
+        Some(n) => n.parse().map_err(|e| anyhow!("--network {n}: {e}"))?,
+        None => spec::NetworkMode::Default,
+    };
     let mut s = BoxSpec::new(image, &[]);
     s.network = network;
+    s.ports = o
+        .publish
+        .iter()
+        .map(|p| p.parse().map_err(|e: String| anyhow!(e)))
+        .collect::<Result<_>>()?;
+    s.publish_all = o.publish_all;
     s.name = o.name;
     s.cmd = (!command.is_empty()).then_some(command);
     s.entrypoint = o.entrypoint.map(|e| vec![e]);
@@ -424,6 +430,41 @@ pub fn boot(engine: &Engine) -> Result<()> {
     Ok(())
 }
 
+/// `box system reset`: removes every box (killed first), every network (bridges and
+/// firewall entries), then the data and run dirs (images, volumes, the database). Asks first on
+/// a terminal; elsewhere it needs `--force`.
+pub fn system_reset(engine: &Engine, force: bool) -> Result<()> {
+    let data = engine.paths().data.clone();
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            bail!("box system reset removes every box, image, volume and network under {}: give --force to confirm", data.display());
+        }
+        eprint!(
+            "This removes every box, image, volume and network under {}. Are you sure? [y/N] ",
+            data.display()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("nothing removed");
+        }
+    }
+    for rec in engine.list(true)? {
+        engine
+            .remove(&rec.id, true)
+            .with_context(|| format!("cannot remove box {}", rec.name))?;
+    }
+    engine.remove_all_networks()?;
+    for dir in [&engine.paths().run, &data] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
 /// How long a box may take to end once SIGKILL went to all its processes before `stop` (and
 /// everything built on it) gives up with an error: only a process stuck in the kernel lasts so.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -545,7 +586,7 @@ fn status(r: &BoxRecord) -> String {
     }
 }
 
-fn record_json(r: &BoxRecord) -> serde_json::Value {
+fn record_json(engine: &Engine, r: &BoxRecord) -> serde_json::Value {
     json!({
         "Id": r.id,
         "Name": r.name,
@@ -567,6 +608,7 @@ fn record_json(r: &BoxRecord) -> serde_json::Value {
         },
         "RestartCount": r.restart_count,
         "Config": r.spec,
+        "NetworkSettings": super::networks::settings(engine, r),
     })
 }
 
@@ -653,7 +695,7 @@ pub fn ps(
         return Ok(());
     }
     if format == Format::Json {
-        let v: Vec<_> = boxes.iter().map(record_json).collect();
+        let v: Vec<_> = boxes.iter().map(|b| record_json(engine, b)).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -724,7 +766,7 @@ pub fn inspect(engine: &Engine, names: &[String]) -> Result<()> {
     let mut out = Vec::new();
     for n in names {
         match engine.get(n) {
-            Ok(r) => out.push(record_json(&r)),
+            Ok(r) => out.push(record_json(engine, &r)),
             Err(box_err) => match engine.images().resolve(n) {
                 Ok(img) => out.push(json!({
                     "Id": img.id.to_string(),

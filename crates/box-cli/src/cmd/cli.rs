@@ -124,9 +124,16 @@ pub struct BoxOptions {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no")]
     pub restart: String,
-    /// Network: none (own namespace, loopback only), host, container:NAME (another box's).
-    #[arg(long, visible_alias = "net", default_value = "none")]
-    pub network: String,
+    /// Network: bridge (root's default), NETWORK (made by box network create), pasta
+    /// (rootless default), slirp4netns, none (loopback only), host, container:NAME.
+    #[arg(long, visible_alias = "net")]
+    pub network: Option<String>,
+    /// Publish a port: [IP:][HOSTPORT:]BOXPORT[/tcp|udp] (repeatable).
+    #[arg(long = "publish", short = 'p')]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(long = "publish-all", short = 'P')]
+    pub publish_all: bool,
     /// Cgroup to nest the box's cgroup under (relative to the caller's own).
     #[arg(long)]
     pub cgroup_parent: Option<String>,
@@ -235,6 +242,9 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage bridge networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Whole-system tasks.
     #[command(subcommand)]
     System(SystemCommand),
@@ -511,6 +521,63 @@ pub enum SystemCommand {
     /// (`always`; `unless-stopped` unless stopped by the user; `on-failure` when they went
     /// down with the machine). Run at boot (box-boot.service).
     Boot,
+    /// Remove every box, network, volume and image, and the data they keep: back to a fresh
+    /// start.
+    Reset {
+        /// Do not ask.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+}
+
+/// `network …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Make a bridge network (boxes on it reach each other by name).
+    Create {
+        /// Its subnet (default: the first free 10.89.N.0/24).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Its name.
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Only names.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show networks and the boxes on them as JSON.
+    Inspect {
+        /// Networks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while boxes are on one).
+    #[command(alias = "remove")]
+    Rm {
+        /// Networks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Put a box on a further network (at once when it runs).
+    Connect {
+        /// The network.
+        network: String,
+        /// The box.
+        r#box: String,
+    },
+    /// Take a box off a network.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The box.
+        r#box: String,
+    },
 }
 
 /// `volume …` subcommands.

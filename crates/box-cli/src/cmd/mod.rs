@@ -7,6 +7,7 @@ mod boxes;
 pub mod cli;
 mod files;
 mod images;
+mod networks;
 mod progress;
 mod project;
 mod userns;
@@ -151,7 +152,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             ))
         }
         Command::Volume(cmd) => done(volumes::volume(&boxes::engine(root)?, cmd)),
+        Command::Network(cmd) => done(networks::network(&boxes::engine(root)?, cmd)),
         Command::System(SystemCommand::Boot) => done(boxes::boot(&boxes::engine(root)?)),
+        Command::System(SystemCommand::Reset { force }) => {
+            done(boxes::system_reset(&boxes::engine(root)?, force))
+        }
         Command::Cp { src, dest } => done(files::cp(
             &files::cp_engine(root, &src, &dest)?,
             &src,

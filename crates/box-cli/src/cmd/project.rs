@@ -7,14 +7,14 @@
 //! name = "web"                        # default: the directory's name
 //! env = { GREETING = "hello" }        # or ["GREETING=hello"]
 //! mounts = ["./data:/data", "cache:/cache:ro"]
-//! ports = ["8080:80"]                 # stored only (label box.ports)
+//! ports = ["8080:80"]                 # published ports, as -p takes them
 //! memory = "100m"
 //! cpus = 2
 //! pids_limit = 100
 //! workdir = "/srv"
 //! user = "1000:1000"
 //! restart = "on-failure:3"
-//! network = "host"                    # none (default), host, container:NAME
+//! network = "host"                    # as --network (default: bridge as root, pasta rootless)
 //! ```
 
 use std::collections::BTreeMap;
@@ -77,7 +77,7 @@ pub struct ProjectFile {
     /// `src:dst[:ro]` mounts (bind for paths, volume for names).
     #[serde(default)]
     pub mounts: Vec<String>,
-    /// Published ports (stored only: networking comes later).
+    /// Published ports (`-p` forms, or a bare box port).
     #[serde(default)]
     pub ports: Vec<PortSpec>,
     /// Memory limit (`"100m"` or bytes).
@@ -92,7 +92,7 @@ pub struct ProjectFile {
     pub user: Option<String>,
     /// Restart policy.
     pub restart: Option<String>,
-    /// Network mode (`none`, `host`, `container:NAME`).
+    /// Network mode or network name, as `--network` takes it.
     pub network: Option<String>,
 }
 
@@ -253,16 +253,21 @@ impl ProjectFile {
             .collect::<Result<Vec<_>>>()?;
         mounts.append(&mut s.mounts);
         s.mounts = mounts;
-        if !self.ports.is_empty() {
-            let ports: Vec<String> = self
+        for p in &self.ports {
+            let text = match p {
+                PortSpec::Text(t) => t.clone(),
+                PortSpec::Number(n) => n.to_string(),
+            };
+            let mapping: box_net::ports::PortMapping = text
+                .parse()
+                .map_err(|e: String| anyhow!("{FILE_NAME}: ports: {e}"))?;
+            if !s
                 .ports
                 .iter()
-                .map(|p| match p {
-                    PortSpec::Text(t) => t.clone(),
-                    PortSpec::Number(n) => n.to_string(),
-                })
-                .collect();
-            s.labels.insert("box.ports".into(), ports.join(","));
+                .any(|q| q.box_port == mapping.box_port && q.proto == mapping.proto)
+            {
+                s.ports.push(mapping);
+            }
         }
         if s.memory.is_none() {
             s.memory = match &self.memory {
@@ -303,7 +308,7 @@ impl ProjectFile {
                     .map_err(|e| anyhow!("{FILE_NAME}: restart = {r:?}: {e}"))?;
             }
         }
-        if s.network == NetworkMode::None {
+        if s.network == NetworkMode::Default {
             if let Some(n) = &self.network {
                 s.network = n
                     .parse()
@@ -416,19 +421,17 @@ mod tests {
         assert_eq!(s.env, vec!["A=1", "B=2", "C=3"]);
         assert_eq!(s.mounts.len(), 2);
         assert!(s.mounts[0].readonly);
-        assert_eq!(s.labels["box.ports"], "8080:80,443");
+        let ports: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ports, ["80/tcp -> 0.0.0.0:8080", "443/tcp -> 0.0.0.0:0"]);
         assert_eq!(s.memory, Some(100 << 20));
         assert_eq!(s.cpus, Some(2.0));
         assert_eq!(s.pids_limit, Some(50));
         assert_eq!(s.workdir.as_deref(), Some("/srv"));
         assert_eq!(s.restart, RestartPolicy::OnFailure(Some(3)));
         assert_eq!(s.network, NetworkMode::Host);
-        let bad: ProjectFile = toml::from_str("image = \"x\"\nnetwork = \"bridge\"").unwrap();
+        let bad: ProjectFile = toml::from_str("image = \"x\"\nnetwork = \"a/b\"").unwrap();
         let err = bad.apply(&mut BoxSpec::default()).unwrap_err().to_string();
-        assert!(
-            err.contains("network") && err.contains("not supported yet"),
-            "{err}"
-        );
+        assert!(err.contains("network") && err.contains("a/b"), "{err}");
     }
 
     #[test]

@@ -543,13 +543,7 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
             Some(code) => code,
             None => {
                 crate::oci::rejoin_network(sv.paths, &sv.db, sv.id, &sv.rec.spec)?;
-                let started = start_box(
-                    &sv.runtime,
-                    sv.paths,
-                    sv.id,
-                    sv.rec.spec.tty,
-                    sv.rec.spec.stdin_open,
-                )?;
+                let started = start_box(&sv.runtime, sv.paths, &sv.db, sv.id, &sv.rec.spec)?;
                 sv.db.update_state(
                     sv.id,
                     &StateChange::Running {
@@ -565,6 +559,7 @@ fn life(sv: &mut Supervision, mut io: Handover, sync: &mut Option<std::fs::File>
                 run_until_end(&mut io, started, &sv.back)?
             }
         };
+        crate::network::unwire(sv.paths, sv.id, &sv.rec.spec);
         if sv.rec.spec.auto_remove {
             // Nothing restarts a `--rm` box, and its record (where an OOM kill would show) goes
             // with it: its runtime state goes after the clients (below).
@@ -699,8 +694,16 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// Creates and starts the box with its stdio on our pipes (or a pty from a console socket).
-fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool) -> Result<BoxIo> {
+/// Creates the box, wires its network, and starts it with its stdio on our pipes (or a pty
+/// from a console socket).
+fn start_box(
+    runtime: &Runtime,
+    paths: &Paths,
+    db: &BoxDb,
+    id: &str,
+    spec: &crate::spec::BoxSpec,
+) -> Result<BoxIo> {
+    let (tty, stdin) = (spec.tty, spec.stdin_open);
     // A leftover from a crash of an earlier supervisor would block the id.
     let _ = runtime.delete(id, true);
     let console = paths.box_run_dir(id).join("console.sock");
@@ -711,7 +714,10 @@ fn start_box(runtime: &Runtime, paths: &Paths, id: &str, tty: bool, stdin: bool)
             ..Default::default()
         };
         // Created and started over the handshake socket (no exec fifo to make and remove).
-        runtime.run(id, &opts, true)?;
+        let mut wire = |rec: &box_runtime::state::BoxRecord| {
+            crate::network::wire(paths, db, id, spec, rec.pid).map_err(|e| e.to_string())
+        };
+        runtime.run_with(id, &opts, true, &mut wire)?;
         Ok(())
     })?;
     let pid = runtime.load(id)?.pid;
