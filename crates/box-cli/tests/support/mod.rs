@@ -816,10 +816,27 @@ impl BoxData {
         BoxData(p)
     }
 
+    /// A fresh data dir whose boxes read the engine settings `settings` (TOML, through
+    /// `$BOX_CONFIG`): network tests give each data dir a bridge and subnet of its own.
+    pub fn with_settings(tag: &str, settings: &str) -> BoxData {
+        let d = BoxData::new(tag);
+        fs::create_dir_all(&d.0).expect("data dir");
+        fs::write(d.settings_path(), settings).expect("settings");
+        d
+    }
+
+    fn settings_path(&self) -> PathBuf {
+        self.0.join("settings.toml")
+    }
+
     /// `box --root <data> ARGS…`, not yet run.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_box"));
         c.arg("--root").arg(&self.0).args(args);
+        let settings = self.settings_path();
+        if settings.exists() {
+            c.env("BOX_CONFIG", settings);
+        }
         c
     }
 
@@ -846,6 +863,10 @@ impl BoxData {
 
 impl Drop for BoxData {
     fn drop(&mut self) {
+        // A data dir with a bridge of its own: everything, networks too, by system reset.
+        if self.settings_path().exists() {
+            let _ = self.boxc(&["system", "reset", "--force"]);
+        }
         // Remove every box (kills supervisors by their recorded pid), then the data.
         let ids = self.boxc(&["ps", "-a", "-q"]);
         for id in String::from_utf8_lossy(&ids.stdout).lines() {
@@ -853,6 +874,27 @@ impl Drop for BoxData {
         }
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// `GET /` from `addr` (HOST:PORT) over plain TCP, retried for up to ~10 s while nothing
+/// answers; the response's body (none when no server answered).
+pub fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            if s.write_all(b"GET / HTTP/1.0\r\nHost: box\r\n\r\n").is_ok() {
+                let mut reply = String::new();
+                if s.read_to_string(&mut reply).is_ok() && !reply.is_empty() {
+                    return reply
+                        .split_once("\r\n\r\n")
+                        .map(|(_, body)| body.to_string());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 /// A shell snippet for a box: connects to 127.0.0.1:`port` until a server answers (up to ~20 s,
