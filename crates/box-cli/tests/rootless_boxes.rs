@@ -1128,7 +1128,16 @@ fn rootless_network_modes_none_and_host() {
          (while true; do echo hi | nc -l -p 8124; done &); {}",
         loopback_fetch(8124)
     );
-    let out = u.ok(&["run", "--rm", "host", "sh", "-c", &script]);
+    let out = u.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "host",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_ne!(lines.first(), Some(&host_ns.as_str()), "{out}");
     assert_eq!(&lines[1..], ["lo", "hi"], "{out}");
@@ -1143,4 +1152,82 @@ fn rootless_network_modes_none_and_host() {
         "/proc/self/ns/net",
     ]);
     assert_eq!(out.trim(), host_ns, "{out}");
+}
+
+#[test]
+fn rootless_pasta_and_slirp4netns_publish_ports_and_stop_with_the_box() {
+    if !require_root("rootless_pasta_and_slirp4netns_publish_ports_and_stop_with_the_box") {
+        return;
+    }
+    let u = UserBox::new();
+    let httpd = "mkdir -p /www && echo \"hello from $(hostname)\" > /www/index.html && \
+                 exec httpd -f -p 80 -h /www";
+    // pasta is the rootless default; slirp4netns the fallback, chosen by name here.
+    for (name, mode) in [("viapasta", None), ("viaslirp", Some("slirp4netns"))] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let publish = format!("{port}:80");
+        let mut args = vec!["run", "-d", "--name", name, "-p", &publish];
+        if let Some(m) = mode {
+            args.extend(["--network", m]);
+        }
+        args.extend(["host", "sh", "-c", httpd]);
+        u.ok(&args);
+        let info = u.inspect(name);
+        let want_mode = mode.unwrap_or("pasta");
+        assert_eq!(info["NetworkSettings"]["NetworkMode"], want_mode, "{info}");
+        assert_eq!(
+            u.ok(&["port", name]).trim(),
+            format!("80/tcp -> 0.0.0.0:{port}")
+        );
+        // The box has an interface besides lo and a default route.
+        let route = u.ok(&["exec", name, "cat", "/proc/net/route"]);
+        assert!(
+            route
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+            "{route}"
+        );
+        let body = http_get(&format!("127.0.0.1:{port}"))
+            .unwrap_or_else(|| panic!("{want_mode}: nothing answered on {port}"));
+        assert!(body.starts_with("hello from"), "{body}");
+        // The helper runs while the box does and is gone with it (no process naming the
+        // test's dir is left after rm).
+        let helpers = || {
+            u.processes()
+                .into_iter()
+                .filter(|pid| {
+                    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"));
+                    let argv0 = cmdline.unwrap_or_default();
+                    let argv0 = argv0.split('\0').next().unwrap_or("").rsplit('/').next();
+                    matches!(
+                        argv0,
+                        Some("pasta" | "passt" | "passt.avx2" | "slirp4netns")
+                    )
+                })
+                .count()
+        };
+        assert_eq!(helpers(), 1, "{want_mode}: one helper while the box runs");
+        u.ok(&["rm", "-f", name]);
+        wait_for(Duration::from_secs(10), "the helper to end", || {
+            (helpers() == 0).then_some(())
+        });
+        assert!(
+            http_get_once(&format!("127.0.0.1:{port}")).is_none(),
+            "{port} still answers"
+        );
+    }
+}
+
+/// One `GET /` attempt (no retries).
+fn http_get_once(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    (!reply.is_empty()).then_some(reply)
 }
