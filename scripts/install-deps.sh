@@ -12,6 +12,10 @@ PACKAGES=(
     runc crun hyperfine                       # peers and the start-latency benchmark
     podman containerd                         # interop suites
     docker-registry skopeo                    # registry suites (a local registry on 127.0.0.1)
+    nftables                                  # bridge networks: NAT and published ports (nft)
+    passt slirp4netns                         # rootless networks (pasta, slirp4netns)
+    netavark aardvark-dns iptables            # podman's bridge network, for the network benchmark
+    iperf3 socat                              # network benchmark
     jq git ca-certificates curl
 )
 apt-get update
