@@ -97,7 +97,7 @@ workdir = "/data"
     let got = d.ok(&["exec", "projbox", "sh", "-c", "echo $GREETING; pwd; cat in"]);
     assert_eq!(got, "hello\n/data\nmounted");
     let inspect = d.ok(&["inspect", "projbox"]);
-    assert!(inspect.contains("8080:80"), "{inspect}");
+    assert!(inspect.contains("\"HostPort\": \"8080\""), "{inspect}");
     assert!(inspect.contains("104857600"), "{inspect}");
     let out = d.ok_in(&proj, &["down", "-t", "1"]);
     assert!(out.contains("projbox removed"), "{out}");

@@ -712,24 +712,23 @@ fn helper_pid_file(paths: &Paths, id: &str) -> std::path::PathBuf {
     paths.box_run_dir(id).join("net.pid")
 }
 
-/// Between create and start (the supervisor, every start): connects the box whose init is
-/// `pid` to its networks and publishes its ports.
-pub fn wire(paths: &Paths, db: &BoxDb, id: &str, spec: &BoxSpec, pid: i32) -> Result<()> {
+/// Between create and start (the supervisor, every start): connects the box whose network
+/// namespace is `netns` to its networks and publishes its ports.
+pub fn wire(
+    paths: &Paths,
+    db: &BoxDb,
+    id: &str,
+    spec: &BoxSpec,
+    netns: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
     let helper = match spec.network {
         NetworkMode::Pasta => Some(Helper::Pasta),
         NetworkMode::Slirp4netns => Some(Helper::Slirp4netns),
         NetworkMode::Bridge(_) => None,
         _ => return Ok(()),
     };
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| EngineError::io("cannot open the box's network namespace", e))?;
     if let Some(helper) = helper {
-        rootless::start(
-            helper,
-            netns.as_fd(),
-            &spec.ports,
-            &helper_pid_file(paths, id),
-        )?;
+        rootless::start(helper, netns, &spec.ports, &helper_pid_file(paths, id))?;
         return Ok(());
     }
     let eps = db.endpoints_of_box(id)?;
@@ -740,7 +739,7 @@ pub fn wire(paths: &Paths, db: &BoxDb, id: &str, spec: &BoxSpec, pid: i32) -> Re
             .filter(|n| n.id != ep.network.id)
             .map(|n| n.bridge.clone())
             .collect();
-        attach(ep, netns.as_fd(), &others)?;
+        attach(ep, netns, &others)?;
     }
     if let Some(first) = eps.first() {
         box_net::firewall::add_ports(first.ip, &spec.ports)?;

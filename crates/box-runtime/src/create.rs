@@ -42,6 +42,10 @@ pub struct Created {
     pub channel: Channel,
     /// For `run` with a terminal and no console socket: where the pty master arrives.
     pub console_relay: Option<OwnedFd>,
+    /// The network namespace the init was cloned into, when it got a new one: opened before
+    /// the init takes the box's identity (a process that changed its ids may no longer be
+    /// inspectable through /proc, rootless).
+    pub netns: Option<OwnedFd>,
 }
 
 /// Undoes a half-made box unless disarmed.
@@ -178,6 +182,16 @@ pub fn create_box(
     };
     let pid = clone_into(plan.clone_flags, || crate::init::run(&args))?;
     undo.child = Some(pid);
+    // The init waits for our first Go before it changes anything: its namespace is open to us.
+    let netns = if plan.clone_flags & libc::CLONE_NEWNET != 0 {
+        Some(
+            fs::File::open(format!("/proc/{pid}/ns/net"))
+                .ctx(|| "cannot open the box's network namespace")?
+                .into(),
+        )
+    } else {
+        None
+    };
     drop(self_attach);
     drop(init_channel);
     drop(fifo);
@@ -241,6 +255,7 @@ pub fn create_box(
         record,
         channel,
         console_relay,
+        netns,
     })
 }
 

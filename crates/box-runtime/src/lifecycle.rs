@@ -43,6 +43,11 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
+/// What [`Runtime::run_with`] calls between create and start: the box's record and its new
+/// network namespace (none when it shares another); an `Err` carries the reason to fail.
+pub type BeforeStart<'a> = dyn FnMut(&BoxRecord, Option<std::os::fd::BorrowedFd<'_>>) -> std::result::Result<(), String>
+    + 'a;
+
 impl Runtime {
     /// A runtime over the state root at `root` (created if missing).
     pub fn new(root: impl Into<std::path::PathBuf>) -> Result<Self> {
@@ -64,22 +69,24 @@ impl Runtime {
     /// `run`: create and start; unless `detach`, wait for the init, forwarding signals, and
     /// delete the box after it exits.
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<RunOutcome> {
-        self.run_with(id, opts, detach, &mut |_| Ok(()))
+        self.run_with(id, opts, detach, &mut |_, _| Ok(()))
     }
 
-    /// `run` with `before_start` called between create and start with the new box's record
-    /// (its namespaces exist, its program has not started): the engine wires the box's
-    /// network there. An error from it destroys the box and is returned as [`Error::Init`].
+    /// `run` with `before_start` called between create and start with the new box's record and
+    /// its new network namespace, if it has one (its namespaces exist, its program has not
+    /// started): the engine wires the box's network there. An error from it destroys the box
+    /// and is returned as [`Error::Init`].
     pub fn run_with(
         &self,
         id: &str,
         opts: &CreateOptions,
         detach: bool,
-        before_start: &mut dyn FnMut(&BoxRecord) -> std::result::Result<(), String>,
+        before_start: &mut BeforeStart<'_>,
     ) -> Result<RunOutcome> {
         let created = create_box(&self.root, id, opts, StartSignal::Channel)?;
         let record = created.record;
-        if let Err(why) = before_start(&record) {
+        let netns = created.netns;
+        if let Err(why) = before_start(&record, netns.as_ref().map(|fd| fd.as_fd())) {
             let _ = self.kill_all_and_reap(&record);
             let _ = self.destroy(&record);
             return Err(Error::Init(why));

@@ -12,7 +12,7 @@
 //! [`spawn_command`] with their own binary re-executed (see tests/supervisor.rs).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -714,9 +714,13 @@ fn start_box(
             ..Default::default()
         };
         // Created and started over the handshake socket (no exec fifo to make and remove).
-        let mut wire = |rec: &box_runtime::state::BoxRecord| {
-            crate::network::wire(paths, db, id, spec, rec.pid).map_err(|e| e.to_string())
-        };
+        let mut wire =
+            |_: &box_runtime::state::BoxRecord, netns: Option<BorrowedFd<'_>>| match netns {
+                Some(ns) => {
+                    crate::network::wire(paths, db, id, spec, ns).map_err(|e| e.to_string())
+                }
+                None => Ok(()),
+            };
         runtime.run_with(id, &opts, true, &mut wire)?;
         Ok(())
     })?;
