@@ -26,19 +26,19 @@ fn none_host_and_container_networks() {
     let host_ns = own_netns();
 
     // none: a namespace of its own with only the loopback interface.
-    for args in [&["run", "--rm", "--network", "none"][..]] {
-        let mut a = args.to_vec();
-        a.extend([
-            "host",
-            "sh",
-            "-c",
-            "readlink /proc/self/ns/net; ls /sys/class/net",
-        ]);
-        let out = d.ok(&a);
-        let mut lines = out.lines();
-        assert_ne!(lines.next(), Some(host_ns.as_str()), "{out}");
-        assert_eq!(lines.collect::<Vec<_>>(), ["lo"], "{out}");
-    }
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "host",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/net; ls /sys/class/net",
+    ]);
+    let mut lines = out.lines();
+    assert_ne!(lines.next(), Some(host_ns.as_str()), "{out}");
+    assert_eq!(lines.collect::<Vec<_>>(), ["lo"], "{out}");
     // Its loopback interface is up (IFF_UP | IFF_LOOPBACK), as crun and docker leave it.
     assert_eq!(
         d.ok(&[
