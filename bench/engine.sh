@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The engine end to end, side by side in one hyperfine run each:
-#   run:  `box run --rm host true` and `box run --rm bb true` (bb: the busybox image, imported from the
-#         same tarball podman gets) vs `podman run --rm --network none bb true` vs raw `crun run` of
-#         /bin/true on a busybox bundle (the floor a box engine adds to);
+#   run:  `box run --rm --network none host true` and `… bb true` (bb: the busybox image, imported
+#         from the same tarball podman gets) vs `podman run --rm --network none bb true` vs raw
+#         `crun run` of /bin/true on a busybox bundle (the floor a box engine adds to); and both
+#         engines on their default bridge network (`box run --rm bb true` vs `podman run --rm bb
+#         true`, netavark);
 #   exec: `box exec B true` into a running box vs `podman exec P true`;
 #   RSS:  a running box's supervisor (then the lean `box-supervisor` image) vs conmon of a running
 #         podman box.
@@ -46,7 +48,7 @@ SUPERVISOR_BIN="$(dirname "$BOX_BIN")/box-supervisor"
 
 P="$BENCH_DIR/podman"
 cleanup() {
-    [ -x "$BENCH_DIR/bin/box" ] && "$BENCH_DIR/bin/box" --root "$BOX_DATA" rm -f bx-exec >/dev/null 2>&1 || true
+    [ -x "$BENCH_DIR/bin/box" ] && "$BENCH_DIR/bin/box" --root "$BOX_DATA" system reset -f >/dev/null 2>&1 || true
     [ -d "$P" ] && podman --root "$P/root" --runroot "$P/runroot" --tmpdir "$P/tmp" --storage-driver "${PODMAN_DRIVER:-overlay}" \
         --cgroup-manager cgroupfs --events-backend file rm -f -t 0 pd-exec >/dev/null 2>&1 || true
     [ -d "$P" ] && podman --root "$P/root" --runroot "$P/runroot" --tmpdir "$P/tmp" --storage-driver "${PODMAN_DRIVER:-overlay}" \
@@ -66,6 +68,9 @@ install -m 0755 "$BOX_BIN" "$BENCH_DIR/bin/box"
 install -m 0755 "$SUPERVISOR_BIN" "$BENCH_DIR/bin/box-supervisor"
 [ -n "${BOX_BENCH_MUTABLE:-}" ] || chattr +i "$BENCH_DIR/bin/box" "$BENCH_DIR/bin/box-supervisor"
 BOX="$BENCH_DIR/bin/box --root $BOX_DATA"
+# Box's default bridge subnet (10.88.0.0/16) is podman's too: Box gets one of its own here.
+export BOX_CONFIG="$BENCH_DIR/box.toml"
+printf '[network]\nbridge = "bxbench1"\nsubnet = "10.85.0.0/16"\n' > "$BOX_CONFIG"
 
 # The busybox rootfs: the crun bundle, and as a tarball the image box and podman import.
 B="$BENCH_DIR/bundle"
@@ -100,14 +105,17 @@ $BOX import "$BENCH_DIR/busybox.tar" bb >/dev/null
 $BOX run --rm host true
 $BOX run --rm bb true
 $PODMAN run --rm --network none $ULIMITS bb true
+$PODMAN run --rm $ULIMITS bb true
 
 ID='b${EPOCHREALTIME/./}'   # unique per run, no fork
 echo "== run ($RUNS runs, $WARMUP warmup)" >&2
 hyperfine --shell=bash --runs "$RUNS" --warmup "$WARMUP" --export-json "$BENCH_DIR/results/run.json" \
-    -n box-host "$BOX run --rm host true" \
-    -n box-bb "$BOX run --rm bb true" \
+    -n box-host "$BOX run --rm --network none host true" \
+    -n box-bb "$BOX run --rm --network none bb true" \
     -n podman "$PODMAN run --rm --network none $ULIMITS bb true" \
-    -n crun "crun --root $BENCH_DIR/crun run --bundle $B $ID"
+    -n crun "crun --root $BENCH_DIR/crun run --bundle $B $ID" \
+    -n box-bridge "$BOX run --rm bb true" \
+    -n podman-bridge "$PODMAN run --rm $ULIMITS bb true"
 
 $BOX run -d --name bx-exec host sleep 100000 >/dev/null
 $PODMAN run -d --network none $ULIMITS --name pd-exec bb sleep 100000 >/dev/null
@@ -132,7 +140,8 @@ jq -r '
     (.results | map({key: .command, value: (.median * 1000)}) | from_entries) as $m
     | def r: . * 100 | round / 100;
     "run medians (ms): box host \($m["box-host"]|r)  box bb \($m["box-bb"]|r)  podman \($m.podman|r)  crun run \($m.crun|r)",
-    "run ratios: box-host/crun \($m["box-host"]/$m.crun|r)  box-bb/crun \($m["box-bb"]/$m.crun|r)  podman/box-host \($m.podman/$m["box-host"]|r)  podman/box-bb \($m.podman/$m["box-bb"]|r)"
+    "run ratios: box-host/crun \($m["box-host"]/$m.crun|r)  box-bb/crun \($m["box-bb"]/$m.crun|r)  podman/box-host \($m.podman/$m["box-host"]|r)  podman/box-bb \($m.podman/$m["box-bb"]|r)",
+    "bridge network (ms): box \($m["box-bridge"]|r)  podman \($m["podman-bridge"]|r)  podman/box \($m["podman-bridge"]/$m["box-bridge"]|r)  box bridge/none \($m["box-bridge"]/$m["box-bb"]|r)"
 ' "$BENCH_DIR/results/run.json"
 jq -r '
     (.results | map({key: .command, value: (.median * 1000)}) | from_entries) as $m

@@ -15,7 +15,7 @@ PACKAGES=(
     nftables                                  # bridge networks: NAT and published ports (nft)
     passt slirp4netns                         # rootless networks (pasta, slirp4netns)
     netavark aardvark-dns iptables            # podman's bridge network, for the network benchmark
-    iperf3 socat                              # network benchmark
+    iperf3 socat python3                      # network benchmark
     jq git ca-certificates curl
 )
 apt-get update

@@ -403,6 +403,26 @@ fn user_networks_resolve_names_and_are_isolated() {
         nets.lines().any(|l| l == "front") && nets.lines().any(|l| l == "back"),
         "{nets}"
     );
+    // A subnet the host already has on another interface: refused, nothing recorded.
+    let dummy = format!("bxd{}", tag());
+    sh(&format!(
+        "ip link add {dummy} type veth peer name {dummy}p && ip addr add 10.220.{}.1/24 dev {dummy}",
+        tag()
+    ));
+    let out = d.boxc(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.220.{}.0/24", tag()),
+        "clash",
+    ]);
+    sh(&format!("ip link del {dummy}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&dummy) && err.contains("another subnet"),
+        "{err}"
+    );
+    assert!(!d.ok(&["network", "ls", "-q"]).contains("clash"));
     // An overlapping subnet, a mode's name, a taken name: refused.
     for args in [
         &["network", "create", "--subnet", &s1, "other"][..],
@@ -572,4 +592,127 @@ fn no_leftovers_after_many_runs_and_a_killed_supervisor() {
     );
     d.ok(&["rm", "-f", "k"]);
     assert_eq!(wait_links_gone(&veths), Vec::<String>::new());
+}
+
+/// `box save host` rewritten as image `exposing`, whose config exposes 80/tcp (EXPOSE).
+fn load_exposing_image(d: &BoxData) {
+    let saved = d.0.with_extension("host.tar");
+    d.ok(&["image", "host"]);
+    d.ok(&["save", "-o", saved.to_str().expect("path"), "host"]);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).expect("saved"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").display().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read");
+        files.push((path, data));
+    }
+    let manifest_at = files
+        .iter()
+        .position(|(p, _)| p == "manifest.json")
+        .expect("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&files[manifest_at].1).expect("manifest");
+    manifest[0]["RepoTags"] = serde_json::json!(["exposing:latest"]);
+    let config_name = manifest[0]["Config"].as_str().expect("Config").to_string();
+    files[manifest_at].1 = serde_json::to_vec(&manifest).unwrap();
+    let config_at = files
+        .iter()
+        .position(|(p, _)| *p == config_name)
+        .expect("config");
+    let mut config: serde_json::Value = serde_json::from_slice(&files[config_at].1).unwrap();
+    config["config"]["ExposedPorts"] = serde_json::json!({"80/tcp": {}});
+    let config = serde_json::to_vec(&config).unwrap();
+    // The archive names a config by its digest (and load checks it).
+    let tmp = d.0.with_extension("config.json");
+    std::fs::write(&tmp, &config).expect("config");
+    let digest = sh(&format!("sha256sum {}", tmp.display()));
+    let _ = std::fs::remove_file(&tmp);
+    let new_name = format!("{}.json", digest.split_whitespace().next().expect("digest"));
+    files[config_at] = (new_name.clone(), config);
+    manifest[0]["Config"] = serde_json::json!(new_name);
+    files[manifest_at].1 = serde_json::to_vec(&manifest).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    for (path, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, path, data.as_slice())
+            .expect("append");
+    }
+    std::fs::write(&saved, out.into_inner().expect("tar")).expect("write");
+    d.ok(&["load", "-i", saved.to_str().expect("path")]);
+    let _ = std::fs::remove_file(&saved);
+}
+
+#[test]
+fn publish_all_and_udp_ports() {
+    if !require_root("publish_all_and_udp_ports") {
+        return;
+    }
+    let (d, _) = bridged_data(3, 221);
+    load_exposing_image(&d);
+    // -P: every exposed port on a free host port.
+    d.ok(&[
+        "run", "-d", "--name", "all", "-P", "exposing", "sh", "-c", HTTPD,
+    ]);
+    let ports = d.ok(&["port", "all"]);
+    let host_port: u16 = ports
+        .trim()
+        .strip_prefix("80/tcp -> 0.0.0.0:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    let body = http_get(&format!("127.0.0.1:{host_port}")).expect("an answer through -P");
+    assert!(body.starts_with("hello from"), "{body}");
+
+    // UDP: a datagram to the host port reaches the box's port, and the answer comes back
+    // (socat echoes it: the busybox here has no UDP server).
+    let rootfs = d.0.with_extension("socat-root");
+    sh(&format!(
+        "set -e; R={r}; rm -rf $R; mkdir -p $R/bin $R/usr/bin $R/proc $R/sys $R/dev $R/tmp $R/etc; \
+         cp /bin/busybox $R/bin/; ln -s busybox $R/bin/sh; ln -s busybox $R/bin/cat; \
+         cp /usr/bin/socat $R/usr/bin/; \
+         for l in $(ldd /usr/bin/socat | grep -o '/[^ ]*'); do mkdir -p $R$(dirname $l); cp -L $l $R$l; done",
+        r = rootfs.display()
+    ));
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        &format!("{port}:5353/udp"),
+        "--rootfs",
+        rootfs.to_str().expect("path"),
+        "/usr/bin/socat",
+        "UDP-RECVFROM:5353,fork",
+        "EXEC:/bin/cat",
+    ]);
+    assert_eq!(
+        d.ok(&["port", "udp"]).trim(),
+        format!("5353/udp -> 0.0.0.0:{port}")
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    let echoed = wait_for(std::time::Duration::from_secs(10), "the UDP echo", || {
+        let _ = sock.send_to(b"ping-over-udp", ("127.0.0.1", port));
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    assert_eq!(echoed, "ping-over-udp");
+    d.ok(&["rm", "-f", "all", "udp"]);
+    let _ = std::fs::remove_dir_all(&rootfs);
+    let left = published();
+    assert!(
+        !left.contains(&format!(". {host_port} :")) && !left.contains(&format!(". {port} :")),
+        "{left}"
+    );
 }

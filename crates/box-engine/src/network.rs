@@ -587,12 +587,15 @@ impl Engine {
                 }
             }
         }
-        let taken: Vec<PortMapping> = self
-            .db()
-            .list()?
-            .into_iter()
-            .flat_map(|r| r.spec.ports)
-            .collect();
+        let taken: Vec<PortMapping> = if spec.ports.is_empty() {
+            Vec::new()
+        } else {
+            self.db()
+                .list()?
+                .into_iter()
+                .flat_map(|r| r.spec.ports)
+                .collect()
+        };
         for i in 0..spec.ports.len() {
             let p = spec.ports[i];
             let mut chosen = p;

@@ -43,6 +43,22 @@ pub fn ensure_bridge(net: &BridgeNet, others: &[String]) -> Result<u32> {
     if let Some(index) = nl.link_index(&net.bridge)? {
         return Ok(index);
     }
+    // A subnet the host reaches through another interface already (podman's default network
+    // is 10.88.0.0/16 too) would make the boxes unreachable: refuse it.
+    for (index, ip, prefix) in nl.ipv4_addresses()? {
+        let shorter = prefix.min(net.subnet.prefix);
+        let mask = u32::MAX.checked_shl(32 - u32::from(shorter)).unwrap_or(0);
+        if prefix > 0 && u32::from(ip) & mask == u32::from(net.subnet.addr) & mask {
+            return Err(NetError::Other(format!(
+                "cannot make bridge {} for {}: the host has {ip}/{prefix} on {} already (another \
+                 bridge, e.g. podman's, uses that range): choose another subnet ([network] subnet \
+                 in box.toml, or box network create --subnet)",
+                net.bridge,
+                net.subnet,
+                link_name(index)
+            )));
+        }
+    }
     match nl.add_bridge(&net.bridge) {
         Ok(()) => {}
         // Another process made it between our look and our create.
@@ -68,6 +84,18 @@ pub fn ensure_bridge(net: &BridgeNet, others: &[String]) -> Result<u32> {
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
     firewall::add_network(&net.bridge, net.subnet, others)?;
     Ok(index)
+}
+
+/// The name of link `index` (its number when it has none).
+fn link_name(index: u32) -> String {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (NUL included) into `buf`.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return format!("link {index}");
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Deletes the bridge (its box ends go with the boxes) and its firewall entries.

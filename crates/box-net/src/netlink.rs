@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -170,6 +170,27 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("cannot add address {ip}/{prefix} to link {index}"),
         )
+    }
+
+    /// Every IPv4 address of this namespace: (link index, address, prefix length).
+    pub fn ipv4_addresses(&mut self) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => {
+                    let ip = a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Local(IpAddr::V4(ip))
+                        | AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })?;
+                    Some((a.header.index, ip, a.header.prefix_len))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Adds the default route through `gateway` on link `index`.
