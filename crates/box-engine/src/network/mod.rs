@@ -8,21 +8,29 @@
 //! lives in the box's network namespace and goes with it; published ports and user-mode
 //! helpers are withdrawn when the box ends, when its supervisor is found dead, or by rm.
 
+mod hosts;
+mod records;
+mod store;
+mod wiring;
+
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
-use box_net::bridge::{self, BridgeNet, Endpoint};
+use box_net::bridge;
 use box_net::ports::{self, PortMapping, Proto};
 use box_net::rootless::{self, Helper};
-use box_net::subnet::{mac_for, mac_text, Subnet};
-use rusqlite::{params, OptionalExtension, Row};
+use box_net::subnet::Subnet;
+use rusqlite::params;
 use serde::Serialize;
 
 use crate::db::{new_id, now_ms, BoxDb};
 use crate::engine::Engine;
 use crate::error::{DbContext, EngineError, Result};
-use crate::paths::Paths;
 use crate::spec::{valid_network_name, BoxSpec, NetworkMode};
+
+pub use hosts::hosts_text;
+pub use records::{EndpointRecord, NetworkRecord};
+pub use wiring::{unwire, wire};
 
 /// The name of the default bridge network.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -36,240 +44,6 @@ const RESERVED: &[&str] = &[
     "pasta",
     "slirp4netns",
 ];
-
-/// A bridge network.
-#[derive(Debug, Clone, Serialize)]
-pub struct NetworkRecord {
-    /// 64 hex digits.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Its bridge interface on the host.
-    pub bridge: String,
-    /// Its subnet (the bridge holds the first address, the gateway).
-    #[serde(serialize_with = "as_text")]
-    pub subnet: Subnet,
-    /// When it was made (ms since the epoch).
-    pub created: i64,
-}
-
-fn as_text<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-impl NetworkRecord {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<NetworkRecord> {
-        let subnet: String = row.get(3)?;
-        Ok(NetworkRecord {
-            id: row.get(0)?,
-            name: row.get(1)?,
-            bridge: row.get(2)?,
-            subnet: subnet.parse().map_err(|e: String| {
-                rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
-            })?,
-            created: row.get(4)?,
-        })
-    }
-
-    fn bridge_net(&self) -> BridgeNet {
-        BridgeNet {
-            bridge: self.bridge.clone(),
-            subnet: self.subnet,
-        }
-    }
-}
-
-/// A box's place on a network.
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointRecord {
-    /// The box.
-    pub box_id: String,
-    /// The network.
-    pub network: NetworkRecord,
-    /// The box's address on it.
-    pub ip: Ipv4Addr,
-    /// Which of the box's interfaces (`eth<index>`); 0 carries the default route.
-    pub index: u32,
-}
-
-impl EndpointRecord {
-    /// The interface name inside the box.
-    pub fn box_if(&self) -> String {
-        format!("eth{}", self.index)
-    }
-
-    /// The host end of the box's veth pair.
-    pub fn host_if(&self) -> String {
-        format!(
-            "vb{}{}",
-            &self.box_id[..8.min(self.box_id.len())],
-            self.index
-        )
-    }
-
-    /// The box's hardware address on this network.
-    pub fn mac(&self) -> String {
-        mac_text(mac_for(self.ip))
-    }
-}
-
-const NETWORK_COLUMNS: &str = "n.id, n.name, n.bridge, n.subnet, n.created";
-
-impl BoxDb {
-    /// Every bridge network, oldest first.
-    pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {NETWORK_COLUMNS} FROM networks n ORDER BY n.created"
-            ))
-            .db_ctx(|| "cannot list networks".into())?;
-        let rows = stmt
-            .query_map([], NetworkRecord::from_row)
-            .db_ctx(|| "cannot list networks".into())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .db_ctx(|| "cannot list networks".into())
-    }
-
-    /// The network with this name, full id or unique id prefix.
-    pub fn network(&self, name_or_id: &str) -> Result<Option<NetworkRecord>> {
-        let all = self.networks()?;
-        if let Some(n) = all
-            .iter()
-            .find(|n| n.name == name_or_id || n.id == name_or_id)
-        {
-            return Ok(Some(n.clone()));
-        }
-        let mut by_prefix = all
-            .into_iter()
-            .filter(|n| name_or_id.len() >= 3 && n.id.starts_with(name_or_id));
-        match (by_prefix.next(), by_prefix.next()) {
-            (Some(n), None) => Ok(Some(n)),
-            _ => Ok(None),
-        }
-    }
-
-    fn insert_network(&self, n: &NetworkRecord) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO networks (id, name, bridge, subnet, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![n.id, n.name, n.bridge, n.subnet.to_string(), n.created],
-            )
-            .map(drop)
-            .map_err(|e| match crate::db::is_unique_violation(&e) {
-                true => EngineError::invalid(format!("a network named {:?} exists already", n.name)),
-                false => EngineError::db(format!("cannot record network {}", n.name), e),
-            })
-    }
-
-    fn delete_network(&self, id: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM networks WHERE id = ?1", params![id])
-            .db_ctx(|| format!("cannot delete network {id}"))?;
-        Ok(())
-    }
-
-    fn endpoints_where(&self, clause: &str, arg: &str) -> Result<Vec<EndpointRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {NETWORK_COLUMNS}, e.box_id, e.ip, e.idx FROM endpoints e \
-                 JOIN networks n ON n.id = e.network_id WHERE {clause} ORDER BY e.idx"
-            ))
-            .db_ctx(|| "cannot list endpoints".into())?;
-        let rows = stmt
-            .query_map(params![arg], |row| {
-                let ip: String = row.get(6)?;
-                Ok(EndpointRecord {
-                    network: NetworkRecord::from_row(row)?,
-                    box_id: row.get(5)?,
-                    ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    index: row.get(7)?,
-                })
-            })
-            .db_ctx(|| "cannot list endpoints".into())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .db_ctx(|| "cannot list endpoints".into())
-    }
-
-    /// The box's places on networks, `eth0` first.
-    pub fn endpoints_of_box(&self, box_id: &str) -> Result<Vec<EndpointRecord>> {
-        self.endpoints_where("e.box_id = ?1", box_id)
-    }
-
-    /// The boxes on a network.
-    pub fn endpoints_of_network(&self, network_id: &str) -> Result<Vec<EndpointRecord>> {
-        self.endpoints_where("e.network_id = ?1", network_id)
-    }
-
-    /// Gives box `box_id` the lowest free address on `network` and its next interface, in one
-    /// transaction (two boxes never get one address).
-    fn add_endpoint(&self, box_id: &str, network: &NetworkRecord) -> Result<EndpointRecord> {
-        let mut conn = self.conn();
-        let ctx = || format!("cannot give the box an address on network {}", network.name);
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .db_ctx(ctx)?;
-        let exists: Option<String> = tx
-            .query_row(
-                "SELECT ip FROM endpoints WHERE box_id = ?1 AND network_id = ?2",
-                params![box_id, network.id],
-                |r| r.get(0),
-            )
-            .optional()
-            .db_ctx(ctx)?;
-        if exists.is_some() {
-            return Err(EngineError::WrongState(format!(
-                "the box is on network {} already",
-                network.name
-            )));
-        }
-        let used: Vec<Ipv4Addr> = {
-            let mut stmt = tx
-                .prepare("SELECT ip FROM endpoints WHERE network_id = ?1")
-                .db_ctx(ctx)?;
-            let rows = stmt
-                .query_map(params![network.id], |r| r.get::<_, String>(0))
-                .db_ctx(ctx)?;
-            rows.filter_map(|r| r.ok()?.parse().ok()).collect()
-        };
-        let ip = network.subnet.next_free(&used).ok_or_else(|| {
-            EngineError::WrongState(format!(
-                "network {} ({}) has no free address left",
-                network.name, network.subnet
-            ))
-        })?;
-        let index: u32 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(idx) + 1, 0) FROM endpoints WHERE box_id = ?1",
-                params![box_id],
-                |r| r.get(0),
-            )
-            .db_ctx(ctx)?;
-        tx.execute(
-            "INSERT INTO endpoints (box_id, network_id, ip, idx) VALUES (?1, ?2, ?3, ?4)",
-            params![box_id, network.id, ip.to_string(), index],
-        )
-        .db_ctx(ctx)?;
-        tx.commit().db_ctx(ctx)?;
-        Ok(EndpointRecord {
-            box_id: box_id.to_string(),
-            network: network.clone(),
-            ip,
-            index,
-        })
-    }
-
-    fn remove_endpoint(&self, box_id: &str, network_id: &str) -> Result<()> {
-        self.conn()
-            .execute(
-                "DELETE FROM endpoints WHERE box_id = ?1 AND network_id = ?2",
-                params![box_id, network_id],
-            )
-            .db_ctx(|| "cannot remove the box from the network".into())?;
-        Ok(())
-    }
-}
 
 /// The other networks' bridges (each network is isolated from them).
 fn other_bridges(db: &BoxDb, except: &NetworkRecord) -> Result<Vec<String>> {
@@ -509,7 +283,7 @@ impl Engine {
                 .map_err(|e| EngineError::io("cannot open the box's network namespace", e))
                 .and_then(|ns| {
                     let others = other_bridges(self.db(), &network)?;
-                    Ok(attach(&ep, ns.as_fd(), &others)?)
+                    Ok(wiring::attach(&ep, ns.as_fd(), &others)?)
                 });
             if let Err(e) = result {
                 let _ = self.db().remove_endpoint(&rec.id, &network.id);
@@ -635,131 +409,5 @@ impl Engine {
             self.refresh_hosts(&ep.network.id)?;
         }
         Ok(())
-    }
-
-    /// Rewrites /etc/hosts of every box on a user network (name resolution between them).
-    fn refresh_hosts(&self, network_id: &str) -> Result<()> {
-        for ep in self.db().endpoints_of_network(network_id)? {
-            if ep.network.name != DEFAULT_NETWORK {
-                self.write_hosts(&ep.box_id)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes box `id`'s hosts file: localhost, its own name on each of its addresses, and the
-    /// boxes sharing a user network with it (by name and short id). The file keeps its inode
-    /// (the box sees it through a bind mount).
-    pub(crate) fn write_hosts(&self, id: &str) -> Result<()> {
-        let Some(rec) = self.db().get(id)? else {
-            return Ok(());
-        };
-        if matches!(
-            rec.spec.network,
-            NetworkMode::Host | NetworkMode::Container(_)
-        ) {
-            return Ok(());
-        }
-        let hostname = crate::oci::hostname_of(&rec.spec, id);
-        let text = hosts_text(self.db(), id, &rec.name, &hostname)?;
-        let path = self.paths().box_dir(id).join("hosts");
-        std::fs::write(&path, text).map_err(|e| EngineError::io_path("write", &path, e))
-    }
-}
-
-/// The hosts file of box `id`.
-pub fn hosts_text(db: &BoxDb, id: &str, name: &str, hostname: &str) -> Result<String> {
-    let mut text =
-        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    let own = db.endpoints_of_box(id)?;
-    if own.is_empty() {
-        text += &format!("127.0.1.1\t{hostname}\n");
-    }
-    for ep in &own {
-        text += &format!("{}\t{hostname} {name}\n", ep.ip);
-    }
-    for ep in own.iter().filter(|e| e.network.name != DEFAULT_NETWORK) {
-        for peer in db.endpoints_of_network(&ep.network.id)? {
-            if peer.box_id == id {
-                continue;
-            }
-            if let Some(r) = db.get(&peer.box_id)? {
-                let short = &peer.box_id[..12.min(peer.box_id.len())];
-                text += &format!("{}\t{} {short}\n", peer.ip, r.name);
-            }
-        }
-    }
-    Ok(text)
-}
-
-fn attach(
-    ep: &EndpointRecord,
-    netns: std::os::fd::BorrowedFd<'_>,
-    others: &[String],
-) -> box_net::Result<()> {
-    bridge::attach(
-        &ep.network.bridge_net(),
-        &Endpoint {
-            host_if: ep.host_if(),
-            box_if: ep.box_if(),
-            ip: ep.ip,
-            default_route: ep.index == 0,
-        },
-        netns,
-        others,
-    )
-}
-
-/// The file holding the pid of a box's pasta or slirp4netns.
-fn helper_pid_file(paths: &Paths, id: &str) -> std::path::PathBuf {
-    paths.box_run_dir(id).join("net.pid")
-}
-
-/// Between create and start (the supervisor, every start): connects the box whose network
-/// namespace is `netns` to its networks and publishes its ports.
-pub fn wire(
-    paths: &Paths,
-    db: &BoxDb,
-    id: &str,
-    spec: &BoxSpec,
-    netns: std::os::fd::BorrowedFd<'_>,
-) -> Result<()> {
-    let helper = match spec.network {
-        NetworkMode::Pasta => Some(Helper::Pasta),
-        NetworkMode::Slirp4netns => Some(Helper::Slirp4netns),
-        NetworkMode::Bridge(_) => None,
-        _ => return Ok(()),
-    };
-    if let Some(helper) = helper {
-        rootless::start(helper, netns, &spec.ports, &helper_pid_file(paths, id))?;
-        return Ok(());
-    }
-    let eps = db.endpoints_of_box(id)?;
-    let networks = db.networks()?;
-    for ep in &eps {
-        let others: Vec<String> = networks
-            .iter()
-            .filter(|n| n.id != ep.network.id)
-            .map(|n| n.bridge.clone())
-            .collect();
-        attach(ep, netns, &others)?;
-    }
-    if let Some(first) = eps.first() {
-        box_net::firewall::add_ports(first.ip, &spec.ports)?;
-    }
-    Ok(())
-}
-
-/// After the box ended (or its supervisor was found dead, or rm): withdraws its published
-/// ports and stops its pasta/slirp4netns. Its veth pairs went with its network namespace.
-pub fn unwire(paths: &Paths, id: &str, spec: &BoxSpec) {
-    match spec.network {
-        NetworkMode::Bridge(_) if !spec.ports.is_empty() => {
-            box_net::firewall::remove_ports(&spec.ports)
-        }
-        NetworkMode::Pasta | NetworkMode::Slirp4netns => {
-            rootless::stop_recorded(&helper_pid_file(paths, id))
-        }
-        _ => {}
     }
 }
