@@ -257,15 +257,7 @@ impl Engine {
             // user network with (best effort: the box is made).
             let _ = self.write_hosts(id);
             for ep in self.db.endpoints_of_box(id).unwrap_or_default() {
-                if ep.network.name != crate::network::DEFAULT_NETWORK {
-                    for peer in self
-                        .db
-                        .endpoints_of_network(&ep.network.id)
-                        .unwrap_or_default()
-                    {
-                        let _ = self.write_hosts(&peer.box_id);
-                    }
-                }
+                let _ = self.refresh_hosts(&ep.network.id);
             }
         }
         Ok(record)

@@ -48,7 +48,9 @@ pub fn ensure_bridge(net: &BridgeNet, others: &[String]) -> Result<u32> {
     for (index, ip, prefix) in nl.ipv4_addresses()? {
         let shorter = prefix.min(net.subnet.prefix);
         let mask = u32::MAX.checked_shl(32 - u32::from(shorter)).unwrap_or(0);
-        if prefix > 0 && u32::from(ip) & mask == u32::from(net.subnet.addr) & mask {
+        let overlaps = prefix > 0 && u32::from(ip) & mask == u32::from(net.subnet.addr) & mask;
+        // The bridge itself, made by another process since our look above, is no clash.
+        if overlaps && link_name(index) != net.bridge {
             return Err(NetError::Other(format!(
                 "cannot make bridge {} for {}: the host has {ip}/{prefix} on {} already (another \
                  bridge, e.g. podman's, uses that range): choose another subnet ([network] subnet \

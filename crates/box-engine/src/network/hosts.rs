@@ -8,7 +8,7 @@ use crate::spec::NetworkMode;
 
 impl Engine {
     /// Rewrites /etc/hosts of every box on a user network (name resolution between them).
-    pub(super) fn refresh_hosts(&self, network_id: &str) -> Result<()> {
+    pub(crate) fn refresh_hosts(&self, network_id: &str) -> Result<()> {
         for ep in self.db().endpoints_of_network(network_id)? {
             if ep.network.name != DEFAULT_NETWORK {
                 self.write_hosts(&ep.box_id)?;
