@@ -254,6 +254,11 @@ fn bridge_is_the_default_and_publishes_ports() {
         HTTPD,
     ]);
     let ports = d.ok(&["port", "web"]);
+    let ps = d.ok(&["ps"]);
+    assert!(
+        ps.contains(&format!("0.0.0.0:{port}->80/tcp, 127.0.0.1:")),
+        "{ps}"
+    );
     let lines: Vec<&str> = ports.lines().collect();
     assert_eq!(lines.len(), 2, "{ports}");
     assert_eq!(lines[0], format!("80/tcp -> 0.0.0.0:{port}"), "{ports}");

@@ -124,6 +124,14 @@ impl fmt::Display for PortMapping {
     }
 }
 
+impl PortMapping {
+    /// docker ps's form: `0.0.0.0:8080->80/tcp`.
+    pub fn ps_text(&self) -> String {
+        let ip = self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        format!("{ip}:{}->{}/{}", self.host_port, self.box_port, self.proto)
+    }
+}
+
 /// A free host port for `proto` on `ip`, chosen by the kernel (for `-p BOXPORT` and `-P`).
 pub fn free_port(ip: Option<Ipv4Addr>, proto: Proto) -> std::io::Result<u16> {
     let addr = (ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
@@ -154,6 +162,13 @@ mod tests {
         assert_eq!(
             "8080:80".parse::<PortMapping>().unwrap().to_string(),
             "80/tcp -> 0.0.0.0:8080"
+        );
+        assert_eq!(
+            "127.0.0.1:53:5353/udp"
+                .parse::<PortMapping>()
+                .unwrap()
+                .ps_text(),
+            "127.0.0.1:53->5353/udp"
         );
     }
 

@@ -699,9 +699,11 @@ pub fn ps(
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut rows = vec![["BOX ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "BOX ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES",
+    ]
+    .map(String::from)
+    .to_vec()];
     for b in &boxes {
         let cmd = b.spec.cmd.clone().unwrap_or_default().join(" ");
         let cmd = if cmd.chars().count() > 20 {
@@ -715,6 +717,12 @@ pub fn ps(
             format!("{cmd:?}"),
             age(b.created),
             status(b),
+            b.spec
+                .ports
+                .iter()
+                .map(|p| p.ps_text())
+                .collect::<Vec<_>>()
+                .join(", "),
             b.name.clone(),
         ]);
     }
