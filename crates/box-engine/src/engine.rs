@@ -369,6 +369,36 @@ impl Engine {
         })
     }
 
+    /// Writes an image's root file system, its layers merged, as a tar to `writer` (`box init
+    /// --from IMAGE`). Several layers are merged by a read-only overlay mount in a private mount
+    /// namespace of a short-lived thread (the kernel applies whiteouts and opaque directories).
+    pub fn flatten_image<W: Write + Send>(&self, image: &str, writer: W) -> Result<W> {
+        let record = self.resolve_image(image)?;
+        let lowers = self.images.lower_dirs(&record);
+        if let [only] = lowers.as_slice() {
+            return Ok(box_image::archive::export_dir(only, writer)?);
+        }
+        let rootless = self.paths.rootless;
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                EngineError::io("cannot make a pipe for the image", std::io::Error::from(e))
+            })?;
+        std::thread::scope(|scope| -> Result<W> {
+            let worker = scope.spawn(move || flatten_in_private_ns(&lowers, rootless, write_end));
+            let mut reader = fs::File::from(read_end);
+            let mut writer = writer;
+            let copied = std::io::copy(&mut reader, &mut writer);
+            drop(reader);
+            worker.join().unwrap_or_else(|_| {
+                Err(EngineError::WrongState(
+                    "the flatten thread panicked".into(),
+                ))
+            })?;
+            copied.map_err(|e| EngineError::io("cannot write the image's files", e))?;
+            Ok(writer)
+        })
+    }
+
     /// What the box changed in its root file system relative to its image (`box diff`).
     pub fn diff(&self, name_or_id: &str) -> Result<Vec<Change>> {
         let rec = self.db.find(name_or_id)?;
@@ -437,6 +467,57 @@ pub(crate) fn write_config(path: &Path, spec: &oci_spec::runtime::Spec) -> Resul
     let tmp = path.with_extension("json.tmp");
     fs::write(&tmp, json).ctx(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs in its own thread: a private mount namespace, the image's layers (`lowers`, top
+/// first) mounted as a read-only overlay on a temporary directory, written as a tar into `out`.
+fn flatten_in_private_ns(
+    lowers: &[std::path::PathBuf],
+    rootless: bool,
+    out: OwnedFd,
+) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(|e| {
+        EngineError::io(
+            "cannot make a private mount namespace (needs root, or box's user namespace when \
+             rootless)",
+            std::io::Error::from(e),
+        )
+    })?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| EngineError::io("cannot make mounts private", std::io::Error::from(e)))?;
+    let target = std::env::temp_dir().join(format!("box-flatten-{}", std::process::id()));
+    fs::create_dir_all(&target).ctx(|| format!("cannot create {}", target.display()))?;
+    let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let data = format!(
+        "lowerdir={}{}",
+        lowerdir.join(":"),
+        if rootless { ",userxattr" } else { "" }
+    );
+    let mounted = mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(data.as_str()),
+    )
+    .map_err(|e| EngineError::io("cannot mount the image's layers", std::io::Error::from(e)));
+    let result = mounted.and_then(|()| {
+        let out = fs::File::from(out);
+        box_image::archive::export_dir(&target, std::io::BufWriter::new(out))
+            .map_err(EngineError::from)
+            .and_then(|mut w| w.flush().map_err(|e| EngineError::io("cannot write", e)))
+    });
+    let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir(&target);
+    result
 }
 
 /// Runs in its own thread: unshares the thread's mount namespace, keeps mounts from

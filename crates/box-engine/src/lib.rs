@@ -6,6 +6,7 @@ pub mod commit;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod environment;
 pub mod error;
 pub mod files;
 pub mod logs;

@@ -269,6 +269,38 @@ pub enum Command {
     /// Manage boxes (`container prune`).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Make a per-directory environment in .box/ (offline, from the host's busybox or binaries,
+    /// or from an image).
+    Init {
+        /// What to build it from: host (default) or an image of the store.
+        #[arg(long, default_value = "host")]
+        from: String,
+        /// With --from host: busybox (its applets) or system (the host's own programs).
+        #[arg(long, value_enum, default_value_t = EnvMode::Busybox)]
+        mode: EnvMode,
+        /// The project directory (default: the current one).
+        #[arg(long, short = 'C')]
+        directory: Option<PathBuf>,
+    },
+    /// Enter the environment of this directory (or the nearest above it): a login shell, or
+    /// one command after `--`.
+    Enter {
+        /// none: a network namespace with only loopback (default: the host's network).
+        #[arg(long)]
+        network: Option<String>,
+        /// Bind the project directory at /work and start there.
+        #[arg(long)]
+        mount_project: bool,
+        /// The project directory (default: the current one, or the nearest above it with .box).
+        #[arg(long, short = 'C')]
+        directory: Option<PathBuf>,
+        /// The command (default: a login shell).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Manage the environment of this directory.
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Make and start the box of ./box.toml in the background (idempotent).
     Up {
         /// The project file (default ./box.toml).
@@ -527,6 +559,53 @@ pub enum SystemCommand {
         /// Do not ask.
         #[arg(long, short = 'f')]
         force: bool,
+    },
+}
+
+/// What `box init --from host` builds from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnvMode {
+    /// The host's busybox and its applets.
+    Busybox,
+    /// The host's own programs and their shared libraries.
+    System,
+}
+
+/// `env …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// What the environment is: its name, source, size.
+    Status {
+        /// The project directory (default: the current one, or the nearest above it).
+        #[arg(long, short = 'C')]
+        directory: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write the environment as a tar (to a file, or stdout).
+    Export {
+        /// The file (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The project directory.
+        #[arg(long, short = 'C')]
+        directory: Option<PathBuf>,
+    },
+    /// Make this directory's environment from a tar that export wrote (a file, or stdin).
+    Import {
+        /// The file (default: stdin).
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+        /// The project directory (default: the current one).
+        #[arg(long, short = 'C')]
+        directory: Option<PathBuf>,
+    },
+    /// Remove the environment (.box/).
+    Rm {
+        /// The project directory.
+        #[arg(long, short = 'C')]
+        directory: Option<PathBuf>,
     },
 }
 

@@ -5,6 +5,7 @@ pub mod akuma;
 mod attach;
 mod boxes;
 pub mod cli;
+mod environments;
 mod files;
 mod images;
 mod networks;
@@ -175,6 +176,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Container(cli::ContainerCommand::Prune { force: _ }) => {
             done(files::container_prune(&boxes::engine(root)?))
         }
+        Command::Init {
+            from,
+            mode,
+            directory,
+        } => done(environments::init(root, &from, mode, directory)),
+        Command::Enter {
+            network,
+            mount_project,
+            directory,
+            command,
+        } => environments::enter(network.as_deref(), mount_project, directory, command),
+        Command::Env(cmd) => done(environments::env(cmd)),
         Command::Up { file } => done(project::up(&boxes::engine(root)?, file)),
         Command::Down { file, time } => {
             // Rootless, the box is stopped from its own user namespace (as `box stop` does); a
