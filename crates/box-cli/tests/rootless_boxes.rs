@@ -1231,3 +1231,56 @@ fn http_get_once(addr: &str) -> Option<String> {
     s.read_to_string(&mut reply).ok()?;
     (!reply.is_empty()).then_some(reply)
 }
+
+#[test]
+fn rootless_environment_init_enter_export_import() {
+    if !require_root("rootless_environment_init_enter_export_import") {
+        return;
+    }
+    let u = UserBox::new();
+    // The user's project directory is the test dir (box runs there); -C names others.
+    let proj = u.dir.join("proj");
+    let other = u.dir.join("other");
+    sh(&format!(
+        "mkdir -p {p} {o} && chown {uid}:{gid} {p} {o}",
+        p = proj.display(),
+        o = other.display(),
+        uid = u.user.uid,
+        gid = u.user.gid
+    ));
+    let p = proj.to_str().unwrap();
+    u.ok(&["init", "-C", p]);
+    // The files belong to the user outside and to root inside; root inside is the user.
+    assert_eq!(owner(&proj.join(".box/rootfs/bin/busybox")), u.user.uid);
+    let out = u.ok(&[
+        "enter",
+        "-C",
+        p,
+        "--",
+        "sh",
+        "-c",
+        "id -u; stat -c %u /bin/busybox; cat /proc/self/uid_map; hostname; echo kept > /root/s",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    let map: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(map, ["0", &u.user.uid.to_string(), "1"], "{out}");
+    assert_eq!(lines[3], "proj", "{out}");
+    assert_eq!(owner(&proj.join(".box/rootfs/root/s")), u.user.uid);
+    let code = u
+        .boxc(&["enter", "-C", p, "--", "sh", "-c", "exit 3"])
+        .status
+        .code();
+    assert_eq!(code, Some(3));
+    // Round trip through a tar, then rm.
+    let tar = u.dir.join("env.tar");
+    u.ok(&["env", "export", "-C", p, "-o", tar.to_str().unwrap()]);
+    let o = other.to_str().unwrap();
+    u.ok(&["env", "import", "-C", o, "-i", tar.to_str().unwrap()]);
+    assert_eq!(u.ok(&["enter", "-C", o, "--", "cat", "/root/s"]), "kept\n");
+    u.ok(&["env", "rm", "-C", o]);
+    assert!(!other.join(".box").exists());
+    let err = u.fails(&["enter", "-C", o, "--", "true"]);
+    assert!(err.contains("box init"), "{err}");
+}
