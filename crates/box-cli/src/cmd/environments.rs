@@ -54,6 +54,49 @@ pub fn init(
     Ok(())
 }
 
+/// `box enter`'s arguments, read without clap.
+pub struct QuickEnter {
+    /// `--network`.
+    pub network: Option<String>,
+    /// `--mount-project`.
+    pub mount_project: bool,
+    /// `-C`/`--directory`.
+    pub directory: Option<PathBuf>,
+    /// After `--`.
+    pub command: Vec<String>,
+}
+
+/// The arguments of `box enter [--network N] [--mount-project] [-C DIR] [-- CMD…]` when the
+/// command line is exactly of that form (no global flags, no `--help`, nothing clap would
+/// reject); anything else goes to clap, which defines the same command.
+pub fn quick_enter_args() -> Option<QuickEnter> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("enter") {
+        return None;
+    }
+    let mut q = QuickEnter {
+        network: None,
+        mount_project: false,
+        directory: None,
+        command: Vec::new(),
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--" => {
+                q.command = args.collect();
+                return Some(q);
+            }
+            "--mount-project" if !q.mount_project => q.mount_project = true,
+            "--network" if q.network.is_none() => q.network = Some(args.next()?),
+            "-C" | "--directory" if q.directory.is_none() => {
+                q.directory = Some(PathBuf::from(args.next()?))
+            }
+            _ => return None,
+        }
+    }
+    Some(q)
+}
+
 /// `box enter`: the program's exit code.
 pub fn enter(
     network: Option<&str>,

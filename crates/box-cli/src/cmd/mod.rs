@@ -35,8 +35,22 @@ pub fn main() -> ExitCode {
     }
     // SAFETY: restoring the default SIGPIPE disposition of this process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // `box enter` is a hot path (entering an environment should cost little more than a
+    // chroot): its usual forms skip building the whole command line's parser.
+    if let Some(args) = environments::quick_enter_args() {
+        return exit_code(environments::enter(
+            args.network.as_deref(),
+            args.mount_project,
+            args.directory,
+            args.command,
+        ));
+    }
     let cli = Cli::parse();
-    match dispatch(cli) {
+    exit_code(dispatch(cli))
+}
+
+fn exit_code(result: Result<i32>) -> ExitCode {
+    match result {
         Ok(0) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
