@@ -234,3 +234,46 @@ fn init_from_the_host_system_and_from_an_image() {
     assert!(err.contains("no-such-image"), "{err}");
     assert_eq!(std::fs::read_dir(&none).unwrap().count(), 0);
 }
+
+#[test]
+fn interactive_enter_greets_and_runs_a_login_shell() {
+    if !require_root("interactive_enter_greets_and_runs_a_login_shell") {
+        return;
+    }
+    let d = BoxData::new("envt");
+    let top = TempDir::new("envtty");
+    let proj = top.path.join("shellproj");
+    std::fs::create_dir_all(&proj).unwrap();
+    ok_in(&d, &proj, &["init"]);
+    // `script` gives box a terminal: the welcome line, then a login shell (profile read) that
+    // takes commands from it and whose exit code comes back.
+    let enter = format!(
+        "{} --root {} enter",
+        env!("CARGO_BIN_EXE_box"),
+        d.0.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &enter, "/dev/null"])
+        .current_dir(&proj)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"echo \"env=$BOX_ENV login=$0\"; exit 5\n")
+            .unwrap();
+    }
+    let status = wait_deadline(&mut child, std::time::Duration::from_secs(30), "box enter");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(exit_code(status), 5, "{out}");
+    assert!(out.contains("entering environment shellproj"), "{out}");
+    assert!(
+        out.contains("env=shellproj login=-sh") || out.contains("env=shellproj login=/bin/sh"),
+        "{out}"
+    );
+}
