@@ -1,0 +1,34 @@
+//! Alpine packages for Box (`box pkg`): the pieces of an APK client that need no network or
+//! disk, each with one job — apk version ordering ([`version`]), dependency atoms such as
+//! `so:libc.musl-x86_64.so.1` or `busybox>=1.36` ([`atom`]), the text of an APKINDEX
+//! ([`index`]) and the choice of the packages that satisfy a request ([`resolve`]).
+
+pub mod atom;
+pub mod index;
+pub mod resolve;
+pub mod version;
+
+/// What went wrong reading or resolving packages.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PkgError {
+    /// A version string apk would not accept.
+    #[error("bad version {0:?}")]
+    BadVersion(String),
+    /// A dependency atom apk would not accept.
+    #[error("bad dependency {0:?}")]
+    BadAtom(String),
+    /// A malformed APKINDEX record.
+    #[error("bad APKINDEX record {record}: {why}")]
+    BadIndex {
+        /// Which record (1-based).
+        record: usize,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Nothing satisfies a dependency.
+    #[error("{0}")]
+    Unsatisfiable(String),
+}
+
+/// This crate's results.
+pub type Result<T> = std::result::Result<T, PkgError>;
