@@ -1,8 +1,10 @@
 //! Alpine packages for Box (`box pkg`): the pieces of an APK client that need no network or
 //! disk, each with one job — apk version ordering ([`version`]), dependency atoms such as
 //! `so:libc.musl-x86_64.so.1` or `busybox>=1.36` ([`atom`]), the text of an APKINDEX
-//! ([`index`]) and the choice of the packages that satisfy a request ([`resolve`]).
+//! ([`index`]), the choice of the packages that satisfy a request ([`resolve`]), and signed
+//! package and index files ([`apk`]).
 
+pub mod apk;
 pub mod atom;
 pub mod index;
 pub mod resolve;
@@ -28,6 +30,12 @@ pub enum PkgError {
     /// Nothing satisfies a dependency.
     #[error("{0}")]
     Unsatisfiable(String),
+    /// A package or index file that is damaged or not in apk's format.
+    #[error("bad package file: {0}")]
+    BadPackage(String),
+    /// A signature that is missing, made with an unknown key, or wrong.
+    #[error("untrusted: {0}")]
+    Untrusted(String),
 }
 
 /// This crate's results.
