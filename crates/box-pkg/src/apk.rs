@@ -230,57 +230,9 @@ pub fn read_index(bytes: &[u8], keys: &[(String, String)]) -> Result<Vec<Package
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    use rsa::RsaPrivateKey;
-    use std::io::Write;
+    use crate::testing::{key, member, signed};
 
-    /// A gzip member holding a tar of `files` (with end-of-archive blocks: apk tolerates both).
-    fn member(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        let tar = b.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar).unwrap();
-        gz.finish().unwrap()
-    }
-
-    fn key() -> (RsaPrivateKey, Vec<(String, String)>) {
-        // A small key keeps the debug-build test fast; real keys are 4096 bits.
-        let mut rng = rand_core::OsRng;
-        let private = RsaPrivateKey::new(&mut rng, 1024).unwrap();
-        let pem = private
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        (private, vec![("test.rsa.pub".to_string(), pem)])
-    }
-
-    fn signed(private: &RsaPrivateKey, signed: &[u8], sha256: bool) -> Vec<u8> {
-        let (name, sig) = if sha256 {
-            (
-                ".SIGN.RSA256.test.rsa.pub",
-                private
-                    .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(signed))
-                    .unwrap(),
-            )
-        } else {
-            (
-                ".SIGN.RSA.test.rsa.pub",
-                private
-                    .sign(Pkcs1v15Sign::new::<Sha1>(), &Sha1::digest(signed))
-                    .unwrap(),
-            )
-        };
-        member(&[(name, &sig)])
-    }
-
-    fn package(private: &RsaPrivateKey, sha256: bool, tamper_data: bool) -> (Vec<u8>, String) {
+    fn package(private: &rsa::RsaPrivateKey, sha256: bool, tamper_data: bool) -> (Vec<u8>, String) {
         let mut data = member(&[("usr/bin/hello", b"#!/bin/sh\necho hello\n")]);
         let hash: String = Sha256::digest(&data)
             .iter()
@@ -293,15 +245,13 @@ mod tests {
         ]);
         let checksum = control_checksum(&control);
         if tamper_data {
-            let mut bytes = member(&[("usr/bin/hello", b"#!/bin/sh\necho evil\n")]);
-            std::mem::swap(&mut data, &mut bytes);
+            data = member(&[("usr/bin/hello", b"#!/bin/sh\necho evil\n")]);
         }
         let mut apk = signed(private, &control, sha256);
         apk.extend_from_slice(&control);
         apk.extend_from_slice(&data);
         (apk, checksum)
     }
-
     #[test]
     fn reads_and_verifies_packages() {
         let (private, keys) = key();

@@ -7,7 +7,11 @@
 pub mod apk;
 pub mod atom;
 pub mod index;
+pub mod install;
+pub mod installed;
 pub mod resolve;
+#[cfg(test)]
+mod testing;
 pub mod version;
 
 /// What went wrong reading or resolving packages.
@@ -33,6 +37,9 @@ pub enum PkgError {
     /// A package or index file that is damaged or not in apk's format.
     #[error("bad package file: {0}")]
     BadPackage(String),
+    /// Reading or writing the root failed.
+    #[error("{0}")]
+    Io(String),
     /// A signature that is missing, made with an unknown key, or wrong.
     #[error("untrusted: {0}")]
     Untrusted(String),

@@ -1,0 +1,329 @@
+//! Putting packages into a root and taking them out again. A transaction first checks every
+//! package file (signature, the index's control checksum, the data hash), so a damaged or
+//! truncated download, or an entry that would leave the root, stops it before anything
+//! changes; then each package's data is extracted and the installed database replaced
+//! (written aside and renamed) after it, so the database only ever names whole packages; the
+//! world file comes last.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+use crate::apk::read_apk;
+use crate::atom::Atom;
+use crate::index::Package;
+use crate::installed::{self, InstalledPackage, INSTALLED, WORLD};
+use crate::{PkgError, Result};
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> PkgError {
+    move |e| PkgError::Io(format!("{what}: {e}"))
+}
+
+fn q1(bytes: &[u8]) -> String {
+    format!(
+        "Q1{}",
+        base64::engine::general_purpose::STANDARD.encode(Sha1::digest(bytes))
+    )
+}
+
+/// A path inside the root as the package wrote it: relative, no `..`, no `.` parts.
+fn clean(raw: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Extracts a package's data member into `root`; (path, `Q1` checksum) of each file and symlink.
+pub fn extract(data: &[u8], root: &Path) -> Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(data));
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(true);
+    let entries = archive
+        .entries()
+        .map_err(|e| PkgError::BadPackage(format!("data: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| PkgError::BadPackage(format!("data entry: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| PkgError::BadPackage(format!("data entry path: {e}")))?
+            .into_owned();
+        let Some(path) = clean(&raw) else {
+            return Err(PkgError::BadPackage(format!(
+                "entry {} would leave the root",
+                raw.display()
+            )));
+        };
+        let kind = entry.header().entry_type();
+        let link = entry
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned());
+        // unpack_in refuses paths that leave `root`, through `..` or through symlinks.
+        let inside = entry
+            .unpack_in(root)
+            .map_err(io(format!("cannot extract {path}")))?;
+        if !inside {
+            return Err(PkgError::BadPackage(format!(
+                "entry {path} would leave the root"
+            )));
+        }
+        if kind.is_file() {
+            let content = fs::read(root.join(&path)).map_err(io(format!("cannot read {path}")))?;
+            files.push((path, q1(&content)));
+        } else if kind.is_symlink() {
+            files.push((path, q1(link.unwrap_or_default().as_bytes())));
+        }
+    }
+    Ok(files)
+}
+
+/// Removes `files` (paths under `root`) except those in `keep` (owned by another package),
+/// then the directories they leave empty.
+pub fn remove_files(root: &Path, files: &[(String, String)], keep: &HashSet<&str>) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (path, _) in files {
+        if keep.contains(path.as_str()) || clean(Path::new(path)).is_none() {
+            continue;
+        }
+        let full = root.join(path);
+        match fs::remove_file(&full) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PkgError::Io(format!("cannot remove {path}: {e}"))),
+        }
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.push(root.join(p));
+            parent = p.parent();
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        // Only empty ones go; anything else stays.
+        let _ = fs::remove_dir(d);
+    }
+    Ok(())
+}
+
+/// The installed database of `root` (empty when there is none).
+pub fn read_installed(root: &Path) -> Result<Vec<InstalledPackage>> {
+    match fs::read_to_string(root.join(INSTALLED)) {
+        Ok(text) => installed::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(PkgError::Io(format!("cannot read {INSTALLED}: {e}"))),
+    }
+}
+
+/// The world of `root` (empty when there is none).
+pub fn read_world(root: &Path) -> Result<Vec<Atom>> {
+    match fs::read_to_string(root.join(WORLD)) {
+        Ok(text) => installed::parse_world(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(PkgError::Io(format!("cannot read {WORLD}: {e}"))),
+    }
+}
+
+fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    }
+    let tmp = path.with_extension("box-new");
+    fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;
+    fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// Installs `packages` (dependencies first, each with its downloaded file) into `root` and
+/// records `world`. Every file is checked before anything is extracted: its signature against
+/// `keys`, its control checksum against the index's, its data against its hash.
+pub fn install(
+    root: &Path,
+    keys: &[(String, String)],
+    packages: &[(Package, Vec<u8>)],
+    world: &[Atom],
+) -> Result<()> {
+    let mut checked = Vec::with_capacity(packages.len());
+    for (pkg, bytes) in packages {
+        let apk = read_apk(bytes, Some(keys)).map_err(|e| match e {
+            PkgError::BadPackage(why) => {
+                PkgError::BadPackage(format!("{}: {why}", pkg.file_stem()))
+            }
+            PkgError::Untrusted(why) => PkgError::Untrusted(format!("{}: {why}", pkg.file_stem())),
+            e => e,
+        })?;
+        if !pkg.checksum.is_empty() && apk.checksum != pkg.checksum {
+            return Err(PkgError::BadPackage(format!(
+                "{}: the file is not the one the index names (checksum {} instead of {})",
+                pkg.file_stem(),
+                apk.checksum,
+                pkg.checksum
+            )));
+        }
+        check_paths(apk.data).map_err(|e| match e {
+            PkgError::BadPackage(why) => {
+                PkgError::BadPackage(format!("{}: {why}", pkg.file_stem()))
+            }
+            e => e,
+        })?;
+        checked.push((pkg, apk));
+    }
+    let mut db = read_installed(root)?;
+    for (pkg, apk) in checked {
+        let files = extract(apk.data, root)?;
+        // An upgrade: the old version's files that the new one no longer has go.
+        if let Some(old) = db.iter().position(|ip| ip.package.name == pkg.name) {
+            let old = db.remove(old);
+            let new: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+            remove_files(root, &old.files, &new)?;
+        }
+        db.push(InstalledPackage {
+            package: pkg.clone(),
+            files,
+        });
+        // After each package: the database never names files that are not in place.
+        write_atomically(root, INSTALLED, &installed::write(&db))?;
+    }
+    write_atomically(root, WORLD, &installed::write_world(world))
+}
+
+/// Refuses a data member with an entry that would leave the root (before anything of it is
+/// extracted).
+fn check_paths(data: &[u8]) -> Result<()> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(data));
+    let entries = archive
+        .entries()
+        .map_err(|e| PkgError::BadPackage(format!("data: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| PkgError::BadPackage(format!("data entry: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| PkgError::BadPackage(format!("data entry path: {e}")))?;
+        if clean(&raw).is_none() {
+            return Err(PkgError::BadPackage(format!(
+                "entry {} would leave the root",
+                raw.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the installed packages named `names` (their files, unless another package owns
+/// them) and records `world`.
+pub fn uninstall(root: &Path, names: &[String], world: &[Atom]) -> Result<()> {
+    let db = read_installed(root)?;
+    let (gone, kept): (Vec<_>, Vec<_>) = db
+        .into_iter()
+        .partition(|ip| names.contains(&ip.package.name));
+    let owned: HashSet<&str> = kept
+        .iter()
+        .flat_map(|ip| ip.files.iter().map(|(p, _)| p.as_str()))
+        .collect();
+    write_atomically(root, INSTALLED, &installed::write(&kept))?;
+    write_atomically(root, WORLD, &installed::write_world(world))?;
+    for ip in &gone {
+        remove_files(root, &ip.files, &owned)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{build_apk, key};
+
+    fn pkg(name: &str, version: &str, checksum: &str) -> Package {
+        let mut p = crate::index::parse(&format!("P:{name}\nV:{version}\n\n")).unwrap()[0].clone();
+        p.checksum = checksum.to_string();
+        p
+    }
+
+    #[test]
+    fn installs_upgrades_and_removes() {
+        let (private, keys) = key();
+        let root = std::env::temp_dir().join(format!("box-pkg-install-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let (v1, c1) = build_apk(
+            &private,
+            "hello",
+            "1.0-r0",
+            &[("usr/bin/hello", b"v1"), ("usr/share/hello/old", b"old")],
+        );
+        let (lib, cl) = build_apk(&private, "libhi", "1-r0", &[("usr/lib/libhi.so", b"lib")]);
+        let world: Vec<Atom> = crate::atom::parse_list("hello").unwrap();
+        install(
+            &root,
+            &keys,
+            &[
+                (pkg("libhi", "1-r0", &cl), lib),
+                (pkg("hello", "1.0-r0", &c1), v1),
+            ],
+            &world,
+        )
+        .unwrap();
+        assert_eq!(fs::read(root.join("usr/bin/hello")).unwrap(), b"v1");
+        let db = read_installed(&root).unwrap();
+        assert_eq!(db.len(), 2);
+        assert_eq!(db[1].files[0].0, "usr/bin/hello");
+        assert_eq!(read_world(&root).unwrap(), world);
+
+        // Upgrade: new content, the file the new version dropped is gone.
+        let (v2, c2) = build_apk(&private, "hello", "2.0-r0", &[("usr/bin/hello", b"v2")]);
+        install(&root, &keys, &[(pkg("hello", "2.0-r0", &c2), v2)], &world).unwrap();
+        assert_eq!(fs::read(root.join("usr/bin/hello")).unwrap(), b"v2");
+        assert!(!root.join("usr/share/hello").exists());
+        let db = read_installed(&root).unwrap();
+        assert_eq!(db.len(), 2);
+        assert_eq!(db[1].package.version.as_str(), "2.0-r0");
+
+        // A truncated download, a file that is not the indexed one: refused, nothing changed.
+        let (v3, c3) = build_apk(&private, "hello", "3.0-r0", &[("usr/bin/hello", b"v3")]);
+        let before = fs::read_to_string(root.join(INSTALLED)).unwrap();
+        let cut = v3[..v3.len() / 2].to_vec();
+        assert!(install(&root, &keys, &[(pkg("hello", "3.0-r0", &c3), cut)], &world).is_err());
+        let e = install(
+            &root,
+            &keys,
+            &[(pkg("hello", "3.0-r0", "Q1other="), v3)],
+            &world,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not the one the index names"), "{e}");
+        assert_eq!(fs::read_to_string(root.join(INSTALLED)).unwrap(), before);
+        assert_eq!(fs::read(root.join("usr/bin/hello")).unwrap(), b"v2");
+
+        // Removal takes exactly the package's files.
+        uninstall(&root, &["hello".to_string()], &[]).unwrap();
+        assert!(!root.join("usr/bin/hello").exists());
+        assert!(root.join("usr/lib/libhi.so").exists());
+        assert_eq!(read_installed(&root).unwrap().len(), 1);
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn entries_leaving_the_root_are_refused() {
+        let (private, keys) = key();
+        let root = std::env::temp_dir().join(format!("box-pkg-escape-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let (evil, c) = build_apk(&private, "evil", "1-r0", &[("../escaped", b"x")]);
+        let e = install(&root, &keys, &[(pkg("evil", "1-r0", &c), evil)], &[]).unwrap_err();
+        assert!(e.to_string().contains("leave the root"), "{e}");
+        assert!(!root.parent().unwrap().join("escaped").exists());
+        assert!(!root.join(INSTALLED).exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+}
