@@ -6,6 +6,7 @@
 
 pub mod apk;
 pub mod atom;
+pub mod fetch;
 pub mod index;
 pub mod install;
 pub mod installed;
@@ -37,6 +38,9 @@ pub enum PkgError {
     /// A package or index file that is damaged or not in apk's format.
     #[error("bad package file: {0}")]
     BadPackage(String),
+    /// A repository or file that cannot be reached.
+    #[error("{0}")]
+    Unreachable(String),
     /// Reading or writing the root failed.
     #[error("{0}")]
     Io(String),
