@@ -66,6 +66,44 @@ pub trait Fetch {
     fn get(&self, url: &str) -> Result<Vec<u8>>;
 }
 
+/// HTTP(S) downloads (reqwest on a small runtime of its own, 60 s per request).
+pub struct Http {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Http {
+    /// A client.
+    pub fn new() -> Result<Http> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| PkgError::Unreachable(format!("cannot make an HTTP client: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PkgError::Io(format!("cannot start the HTTP runtime: {e}")))?;
+        Ok(Http { client, runtime })
+    }
+}
+
+impl Fetch for Http {
+    fn get(&self, url: &str) -> Result<Vec<u8>> {
+        let unreachable =
+            |e: reqwest::Error| PkgError::Unreachable(format!("cannot fetch {url}: {e}"));
+        self.runtime.block_on(async {
+            let response = self.client.get(url).send().await.map_err(unreachable)?;
+            if !response.status().is_success() {
+                return Err(PkgError::Unreachable(format!(
+                    "cannot fetch {url}: {}",
+                    response.status()
+                )));
+            }
+            Ok(response.bytes().await.map_err(unreachable)?.to_vec())
+        })
+    }
+}
+
 /// `file://` URLs and plain paths read from the file system; everything else through `http`.
 pub struct Fetcher<F: Fetch> {
     /// The HTTP(S) side.

@@ -10,9 +10,10 @@ pub mod fetch;
 pub mod index;
 pub mod install;
 pub mod installed;
+pub mod manager;
 pub mod resolve;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod version;
 
 /// What went wrong reading or resolving packages.
