@@ -8,28 +8,8 @@ use std::path::Path;
 
 use support::*;
 
-/// `box ARGS…` in `dir` with the data dir `d` (for images); the whole output.
-fn boxc_in(d: &BoxData, dir: &Path, args: &[&str]) -> std::process::Output {
-    d.cmd(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run box")
-}
-
-fn ok_in(d: &BoxData, dir: &Path, args: &[&str]) -> String {
-    let out = boxc_in(d, dir, args);
-    assert!(
-        out.status.success(),
-        "box {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn fails_in(d: &BoxData, dir: &Path, args: &[&str]) -> String {
-    let out = boxc_in(d, dir, args);
+    let out = d.boxc_in(dir, args);
     assert!(!out.status.success(), "box {args:?} should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -55,7 +35,7 @@ fn init_enter_export_import_and_remove() {
     // Not initialised yet: said clearly.
     let err = fails_in(&d, &proj, &["enter", "--", "true"]);
     assert!(err.contains("box init"), "{err}");
-    ok_in(&d, &proj, &["init"]);
+    d.ok_in(&proj, &["init"]);
     assert!(proj.join(".box/env.json").is_file() && proj.join(".box/rootfs/bin/busybox").is_file());
     let err = fails_in(&d, &proj, &["init"]);
     assert!(err.contains("initialised already"), "{err}");
@@ -65,7 +45,7 @@ fn init_enter_export_import_and_remove() {
     std::fs::create_dir_all(proj.join("sub")).unwrap();
     let script = "id -u; hostname; echo $$; for n in ipc uts mnt net; do readlink \
                   /proc/self/ns/$n; done; ls /work | wc -l; echo $HOME $PATH";
-    let out = ok_in(&d, &proj.join("sub"), &["enter", "--", "sh", "-c", script]);
+    let out = d.ok_in(&proj.join("sub"), &["enter", "--", "sh", "-c", script]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "{out}");
     assert_eq!(lines[1], "my-proj", "{out}");
@@ -81,12 +61,11 @@ fn init_enter_export_import_and_remove() {
     );
 
     // Exit codes come back; --mount-project binds the project at /work and starts there.
-    let out = boxc_in(&d, &proj, &["enter", "--", "sh", "-c", "exit 7"]);
+    let out = d.boxc_in(&proj, &["enter", "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
-    let out = boxc_in(&d, &proj, &["enter", "--", "no-such-program"]);
+    let out = d.boxc_in(&proj, &["enter", "--", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127));
-    let out = ok_in(
-        &d,
+    let out = d.ok_in(
         &proj,
         &[
             "enter",
@@ -99,8 +78,7 @@ fn init_enter_export_import_and_remove() {
     );
     assert_eq!(out, "/work\nproject file\n");
     // --network none: only loopback.
-    let out = ok_in(
-        &d,
+    let out = d.ok_in(
         &proj,
         &[
             "enter",
@@ -113,8 +91,7 @@ fn init_enter_export_import_and_remove() {
         ],
     );
     assert!(!out.contains(&ns("net")), "{out}");
-    let out = ok_in(
-        &d,
+    let out = d.ok_in(
         &proj,
         &["enter", "--network", "none", "--", "cat", "/proc/net/dev"],
     );
@@ -128,26 +105,25 @@ fn init_enter_export_import_and_remove() {
     assert!(!fails_in(&d, &proj, &["enter", "--network", "bridge", "--", "true"]).is_empty());
 
     // Changes persist in .box; export and import carry them to another directory.
-    ok_in(
-        &d,
+    d.ok_in(
         &proj,
         &["enter", "--", "sh", "-c", "echo kept > /root/state"],
     );
     assert_eq!(
-        ok_in(&d, &proj, &["enter", "--", "cat", "/root/state"]),
+        d.ok_in(&proj, &["enter", "--", "cat", "/root/state"]),
         "kept\n"
     );
     let status: serde_json::Value =
-        serde_json::from_str(&ok_in(&d, &proj, &["env", "status", "--format", "json"])).unwrap();
+        serde_json::from_str(&d.ok_in(&proj, &["env", "status", "--format", "json"])).unwrap();
     assert_eq!(status["Name"], "my-proj");
     assert!(status["Size"].as_u64().unwrap() > 1_000_000, "{status}");
     let tar = top.path.join("env.tar");
-    ok_in(&d, &proj, &["env", "export", "-o", tar.to_str().unwrap()]);
+    d.ok_in(&proj, &["env", "export", "-o", tar.to_str().unwrap()]);
     let other = top.path.join("other");
     std::fs::create_dir_all(&other).unwrap();
-    ok_in(&d, &other, &["env", "import", "-i", tar.to_str().unwrap()]);
+    d.ok_in(&other, &["env", "import", "-i", tar.to_str().unwrap()]);
     assert_eq!(
-        ok_in(&d, &other, &["enter", "--", "cat", "/root/state"]),
+        d.ok_in(&other, &["enter", "--", "cat", "/root/state"]),
         "kept\n"
     );
     let err = fails_in(&d, &other, &["env", "import", "-i", tar.to_str().unwrap()]);
@@ -171,7 +147,7 @@ fn init_enter_export_import_and_remove() {
     assert_eq!(std::fs::read_dir(&third).unwrap().count(), 0);
 
     // rm: gone.
-    ok_in(&d, &other, &["env", "rm"]);
+    d.ok_in(&other, &["env", "rm"]);
     assert!(!other.join(".box").exists());
 }
 
@@ -185,9 +161,8 @@ fn init_from_the_host_system_and_from_an_image() {
     // --mode system: the host's own programs (bash among them) and their libraries.
     let sys = top.path.join("sys");
     std::fs::create_dir_all(&sys).unwrap();
-    ok_in(&d, &sys, &["init", "--mode", "system"]);
-    let out = ok_in(
-        &d,
+    d.ok_in(&sys, &["init", "--mode", "system"]);
+    let out = d.ok_in(
         &sys,
         &["enter", "--", "bash", "-c", "echo bash $BASH_VERSION"],
     );
@@ -208,9 +183,8 @@ fn init_from_the_host_system_and_from_an_image() {
     d.ok(&["commit", "layered", "layered:1"]);
     let img = top.path.join("img");
     std::fs::create_dir_all(&img).unwrap();
-    ok_in(&d, &img, &["init", "--from", "layered:1"]);
-    let out = ok_in(
-        &d,
+    d.ok_in(&img, &["init", "--from", "layered:1"]);
+    let out = d.ok_in(
         &img,
         &[
             "enter",
@@ -224,7 +198,7 @@ fn init_from_the_host_system_and_from_an_image() {
         out.starts_with("upper\n") && out.contains("No such file"),
         "{out}"
     );
-    let status = ok_in(&d, &img, &["env", "status"]);
+    let status = d.ok_in(&img, &["env", "status"]);
     assert!(status.contains("image layered:1"), "{status}");
 
     // An unknown image: a clear error and no .box left behind.
@@ -244,7 +218,7 @@ fn interactive_enter_greets_and_runs_a_login_shell() {
     let top = TempDir::new("envtty");
     let proj = top.path.join("shellproj");
     std::fs::create_dir_all(&proj).unwrap();
-    ok_in(&d, &proj, &["init"]);
+    d.ok_in(&proj, &["init"]);
     // `script` gives box a terminal: the welcome line, then a login shell (profile read) that
     // takes commands from it and whose exit code comes back.
     let enter = format!(

@@ -200,7 +200,7 @@ pub fn cached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{key, member, signed};
+    use crate::testing::{key, signed_index as index};
     use std::collections::HashMap;
 
     struct Map(HashMap<String, Vec<u8>>);
@@ -212,13 +212,6 @@ mod tests {
                 .cloned()
                 .ok_or_else(|| PkgError::Unreachable(format!("{url}: 404")))
         }
-    }
-
-    fn index(private: &rsa::RsaPrivateKey, text: &str) -> Vec<u8> {
-        let inner = member(&[("APKINDEX", text.as_bytes())]);
-        let mut file = signed(private, &inner, false);
-        file.extend_from_slice(&inner);
-        file
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Root<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{build_apk, key, member, signed};
+    use crate::testing::{build_apk, key, signed_index};
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -223,9 +223,7 @@ mod tests {
         let index_text = format!(
             "C:{c_app}\nP:app\nV:1.0-r0\nD:so:libx.so\n\nC:{c_lib}\nP:libx\nV:2-r0\np:so:libx.so=2\n\n"
         );
-        let inner = member(&[("APKINDEX", index_text.as_bytes())]);
-        let mut index = signed(&private, &inner, false);
-        index.extend_from_slice(&inner);
+        let index = signed_index(&private, &index_text);
         let mut files = HashMap::new();
         files.insert(format!("{repo}/x86_64/APKINDEX.tar.gz"), index);
         files.insert(format!("{repo}/x86_64/app-1.0-r0.apk"), app);

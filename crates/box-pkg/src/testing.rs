@@ -76,3 +76,11 @@ pub fn build_apk(
     apk.extend_from_slice(&data);
     (apk, checksum)
 }
+
+/// A signed `APKINDEX.tar.gz` holding the index text `text`.
+pub fn signed_index(private: &RsaPrivateKey, text: &str) -> Vec<u8> {
+    let inner = member(&[("APKINDEX", text.as_bytes())]);
+    let mut file = signed(private, &inner, false);
+    file.extend_from_slice(&inner);
+    file
+}

@@ -301,6 +301,15 @@ pub enum Command {
     /// Manage the environment of this directory.
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Alpine packages in the environment of this directory (from the host side).
+    Pkg {
+        /// The project directory (default: the current one, or the nearest above it).
+        #[arg(long, short = 'C', global = true)]
+        directory: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        command: PkgCommand,
+    },
     /// Make and start the box of ./box.toml in the background (idempotent).
     Up {
         /// The project file (default ./box.toml).
@@ -606,6 +615,38 @@ pub enum EnvCommand {
         /// The project directory.
         #[arg(long, short = 'C')]
         directory: Option<PathBuf>,
+    },
+}
+
+/// `pkg …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PkgCommand {
+    /// Install packages (NAME, or NAME>=VERSION and the like) with their dependencies.
+    Add {
+        /// The packages.
+        #[arg(required = true)]
+        packages: Vec<String>,
+    },
+    /// Remove packages (and what only they needed).
+    #[command(alias = "remove")]
+    Del {
+        /// The packages.
+        #[arg(required = true)]
+        packages: Vec<String>,
+    },
+    /// Installed packages.
+    List,
+    /// Packages of the repositories whose name contains TERM.
+    Search {
+        /// What to look for.
+        term: String,
+    },
+    /// Fetch and verify the repositories' indexes.
+    Update,
+    /// A package's details.
+    Info {
+        /// The package.
+        package: String,
     },
 }
 

@@ -8,7 +8,7 @@ use box_engine::environment::enter::{enter as enter_env, EnterOptions};
 use box_engine::environment::{self, Environment, Source};
 use serde_json::json;
 
-use super::cli::{EnvCommand, EnvMode, Format};
+use super::cli::{EnvCommand, EnvMode, Format, PkgCommand};
 
 fn project_dir(directory: Option<PathBuf>) -> Result<PathBuf> {
     match directory {
@@ -207,6 +207,70 @@ pub fn env(cmd: EnvCommand) -> Result<()> {
             let env = Environment::find(&project_dir(directory)?)?;
             environment::remove(&env)?;
             println!("{}", env.dir().display());
+        }
+    }
+    Ok(())
+}
+
+/// `box pkg …` on the environment of `directory` (or the current one).
+pub fn pkg(directory: Option<PathBuf>, cmd: PkgCommand) -> Result<()> {
+    use box_pkg::fetch::{Fetcher, Http};
+    use box_pkg::manager::{host_arch, Root};
+    let env = Environment::find(&project_dir(directory)?)?;
+    let fetch = Fetcher { http: Http::new()? };
+    let root = Root {
+        path: env.rootfs(),
+        arch: host_arch().to_string(),
+        fetch: &fetch,
+    };
+    let report = |c: box_pkg::manager::Changes| {
+        for p in &c.installed {
+            println!("installed {p}");
+        }
+        for p in &c.removed {
+            println!("removed {p}");
+        }
+        if c.installed.is_empty() && c.removed.is_empty() {
+            println!("nothing to do");
+        }
+    };
+    match cmd {
+        PkgCommand::Add { packages } => {
+            let atoms = packages
+                .iter()
+                .map(|p| p.parse())
+                .collect::<std::result::Result<Vec<box_pkg::atom::Atom>, _>>()?;
+            report(root.add(&atoms)?);
+        }
+        PkgCommand::Del { packages } => report(root.del(&packages)?),
+        PkgCommand::List => {
+            for p in root.list()? {
+                println!("{}", p.file_stem());
+            }
+        }
+        PkgCommand::Search { term } => {
+            for p in root.search(&term)? {
+                println!("{}\t{}", p.file_stem(), p.description);
+            }
+        }
+        PkgCommand::Update => println!("{} packages available", root.update()?),
+        PkgCommand::Info { package } => {
+            let p = root.info(&package)?;
+            println!("{}", p.file_stem());
+            for (k, v) in [
+                ("description", &p.description),
+                ("url", &p.url),
+                ("license", &p.license),
+                ("arch", &p.arch),
+            ] {
+                if !v.is_empty() {
+                    println!("{k}: {v}");
+                }
+            }
+            let deps: Vec<String> = p.depends.iter().map(|d| d.to_string()).collect();
+            if !deps.is_empty() {
+                println!("depends: {}", deps.join(" "));
+            }
         }
     }
     Ok(())

@@ -202,6 +202,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             command,
         } => environments::enter(network.as_deref(), mount_project, directory, command),
         Command::Env(cmd) => done(environments::env(cmd)),
+        Command::Pkg { directory, command } => done(environments::pkg(directory, command)),
         Command::Up { file } => done(project::up(&boxes::engine(root)?, file)),
         Command::Down { file, time } => {
             // Rootless, the box is stopped from its own user namespace (as `box stop` does); a

@@ -840,6 +840,28 @@ impl BoxData {
         c
     }
 
+    /// Runs `box ARGS…` in directory `dir` (where box.toml and .box/ are looked for), no stdin.
+    pub fn boxc_in(&self, dir: &Path, args: &[&str]) -> std::process::Output {
+        self.cmd(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run box")
+    }
+
+    /// [`BoxData::boxc_in`], asserting success; returns stdout.
+    pub fn ok_in(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.boxc_in(dir, args);
+        assert!(
+            out.status.success(),
+            "box {args:?} in {} failed: {}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `box ARGS…` with no stdin.
     pub fn boxc(&self, args: &[&str]) -> std::process::Output {
         self.cmd(args)
