@@ -188,6 +188,19 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
         std::fs::read_to_string(rootfs.join("lib/apk/db/installed")).unwrap(),
         before
     );
+    // A download cut half-way: refused, nothing changed.
+    let (whole, _) = build_apk(&private, EXTRA.name, EXTRA.version, EXTRA.files);
+    server.put(
+        &format!("/alpine/main/{arch}/extra-1-r0.apk"),
+        whole[..whole.len() / 2].to_vec(),
+    );
+    let out = d.boxc_in(&proj, &["pkg", "add", "extra"]);
+    assert!(!out.status.success());
+    assert!(!rootfs.join("usr/bin/extra").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("lib/apk/db/installed")).unwrap(),
+        before
+    );
     // An unknown package.
     let out = d.boxc_in(&proj, &["pkg", "add", "no-such-package"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing provides no-such-package"));
