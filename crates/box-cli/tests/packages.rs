@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use box_pkg::testing::{build_apk, key, signed_index};
+use box_pkg::testing::{build_apk, build_apk_with_scripts, key, signed_index};
 use support::*;
 
 /// A tiny HTTP/1.0 server on 127.0.0.1 serving `files` (path → body), 404 otherwise.
@@ -119,7 +119,16 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
             depends: deps,
         } in apks
         {
-            let (bytes, checksum) = build_apk(&private, name, version, files);
+            // greet's post-install script leaves a mark inside the environment.
+            let scripts: &[(&str, &[u8])] = if *name == "greet" {
+                &[(
+                    ".post-install",
+                    b"#!/bin/sh\necho \"$(id -u) $(hostname)\" > /root/greet-installed\n",
+                )]
+            } else {
+                &[]
+            };
+            let (bytes, checksum) = build_apk_with_scripts(&private, name, version, files, scripts);
             server.put(&format!("/alpine/main/{arch}/{name}-{version}.apk"), bytes);
             text += &format!("C:{checksum}\nP:{name}\nV:{version}\nA:{arch}\nT:{name} for tests\n");
             if !deps.is_empty() {
@@ -147,6 +156,12 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
         d.ok_in(&proj, &["enter", "--", "greet"]),
         "hello from greet\n"
     );
+    // Its post-install script ran inside (root, the environment's hostname) and is gone.
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("root/greet-installed")).unwrap(),
+        "0 proj\n"
+    );
+    assert!(!rootfs.join("tmp/.box-pkg-greet.post-install").exists());
     let db = std::fs::read_to_string(rootfs.join("lib/apk/db/installed")).unwrap();
     assert!(
         db.contains("P:greet\nV:1.0-r0\n") && db.contains("F:usr/bin\nR:greet\nZ:Q1"),

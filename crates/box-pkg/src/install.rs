@@ -145,14 +145,21 @@ fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
     fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
 }
 
+/// Runs one of a package's scripts inside the root: (package, script name such as
+/// `.post-install`, its content).
+pub type ScriptRunner<'a> = dyn Fn(&Package, &str, &[u8]) -> Result<()> + 'a;
+
 /// Installs `packages` (dependencies first, each with its downloaded file) into `root` and
 /// records `world`. Every file is checked before anything is extracted: its signature against
-/// `keys`, its control checksum against the index's, its data against its hash.
+/// `keys`, its control checksum against the index's, its data against its hash. A package's
+/// `.pre-install` (`.pre-upgrade`) runs through `run_script` before its files go in place,
+/// its `.post-install` (`.post-upgrade`) after; a failing script stops the transaction there.
 pub fn install(
     root: &Path,
     keys: &[(String, String)],
     packages: &[(Package, Vec<u8>)],
     world: &[Atom],
+    run_script: &ScriptRunner<'_>,
 ) -> Result<()> {
     let mut checked = Vec::with_capacity(packages.len());
     for (pkg, bytes) in packages {
@@ -181,6 +188,16 @@ pub fn install(
     }
     let mut db = read_installed(root)?;
     for (pkg, apk) in checked {
+        let upgrade = db.iter().any(|ip| ip.package.name == pkg.name);
+        let (pre, post) = if upgrade {
+            (".pre-upgrade", ".post-upgrade")
+        } else {
+            (".pre-install", ".post-install")
+        };
+        let script = |name: &str| apk.scripts.iter().find(|(n, _)| n == name);
+        if let Some((name, body)) = script(pre) {
+            run_script(pkg, name, body)?;
+        }
         let files = extract(apk.data, root)?;
         // An upgrade: the old version's files that the new one no longer has go.
         if let Some(old) = db.iter().position(|ip| ip.package.name == pkg.name) {
@@ -194,6 +211,9 @@ pub fn install(
         });
         // After each package: the database never names files that are not in place.
         write_atomically(root, INSTALLED, &installed::write(&db))?;
+        if let Some((name, body)) = script(post) {
+            run_script(pkg, name, body)?;
+        }
     }
     write_atomically(root, WORLD, &installed::write_world(world))
 }
@@ -244,6 +264,10 @@ mod tests {
     use super::*;
     use crate::testing::{build_apk, key};
 
+    fn no_scripts(_: &Package, name: &str, _: &[u8]) -> Result<()> {
+        panic!("no script expected, got {name}")
+    }
+
     fn pkg(name: &str, version: &str, checksum: &str) -> Package {
         let mut p = crate::index::parse(&format!("P:{name}\nV:{version}\n\n")).unwrap()[0].clone();
         p.checksum = checksum.to_string();
@@ -272,6 +296,7 @@ mod tests {
                 (pkg("hello", "1.0-r0", &c1), v1),
             ],
             &world,
+            &no_scripts,
         )
         .unwrap();
         assert_eq!(fs::read(root.join("usr/bin/hello")).unwrap(), b"v1");
@@ -282,7 +307,14 @@ mod tests {
 
         // Upgrade: new content, the file the new version dropped is gone.
         let (v2, c2) = build_apk(&private, "hello", "2.0-r0", &[("usr/bin/hello", b"v2")]);
-        install(&root, &keys, &[(pkg("hello", "2.0-r0", &c2), v2)], &world).unwrap();
+        install(
+            &root,
+            &keys,
+            &[(pkg("hello", "2.0-r0", &c2), v2)],
+            &world,
+            &no_scripts,
+        )
+        .unwrap();
         assert_eq!(fs::read(root.join("usr/bin/hello")).unwrap(), b"v2");
         assert!(!root.join("usr/share/hello").exists());
         let db = read_installed(&root).unwrap();
@@ -293,12 +325,20 @@ mod tests {
         let (v3, c3) = build_apk(&private, "hello", "3.0-r0", &[("usr/bin/hello", b"v3")]);
         let before = fs::read_to_string(root.join(INSTALLED)).unwrap();
         let cut = v3[..v3.len() / 2].to_vec();
-        assert!(install(&root, &keys, &[(pkg("hello", "3.0-r0", &c3), cut)], &world).is_err());
+        assert!(install(
+            &root,
+            &keys,
+            &[(pkg("hello", "3.0-r0", &c3), cut)],
+            &world,
+            &no_scripts
+        )
+        .is_err());
         let e = install(
             &root,
             &keys,
             &[(pkg("hello", "3.0-r0", "Q1other="), v3)],
             &world,
+            &no_scripts,
         )
         .unwrap_err();
         assert!(e.to_string().contains("not the one the index names"), "{e}");
@@ -320,10 +360,68 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
         let (evil, c) = build_apk(&private, "evil", "1-r0", &[("../escaped", b"x")]);
-        let e = install(&root, &keys, &[(pkg("evil", "1-r0", &c), evil)], &[]).unwrap_err();
+        let e = install(
+            &root,
+            &keys,
+            &[(pkg("evil", "1-r0", &c), evil)],
+            &[],
+            &no_scripts,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("leave the root"), "{e}");
         assert!(!root.parent().unwrap().join("escaped").exists());
         assert!(!root.join(INSTALLED).exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+}
+
+#[cfg(test)]
+mod script_tests {
+    use super::*;
+    use crate::testing::{build_apk_with_scripts, key};
+    use std::cell::RefCell;
+
+    #[test]
+    fn scripts_run_around_the_files_and_a_failure_stops() {
+        let (private, keys) = key();
+        let root = std::env::temp_dir().join(format!("box-pkg-scripts-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let mut p = crate::index::parse("P:s\nV:1-r0\n\n").unwrap()[0].clone();
+        let (apk, c) = build_apk_with_scripts(
+            &private,
+            "s",
+            "1-r0",
+            &[("etc/s.conf", b"x")],
+            &[(".pre-install", b"pre"), (".post-install", b"post")],
+        );
+        p.checksum = c;
+        let seen = RefCell::new(Vec::new());
+        let runner = |pkg: &Package, name: &str, body: &[u8]| -> Result<()> {
+            // The files are in place for the post-install script only.
+            let present = root.join("etc/s.conf").exists();
+            seen.borrow_mut().push(format!(
+                "{} {name} {} {present}",
+                pkg.name,
+                String::from_utf8_lossy(body)
+            ));
+            Ok(())
+        };
+        install(&root, &keys, &[(p.clone(), apk.clone())], &[], &runner).unwrap();
+        assert_eq!(
+            *seen.borrow(),
+            ["s .pre-install pre false", "s .post-install post true"]
+        );
+        // A second install of the same name is an upgrade: its scripts are the upgrade ones
+        // (this package has none), and a failing script is an error.
+        let failing = |_: &Package, name: &str, _: &[u8]| -> Result<()> {
+            Err(PkgError::Io(format!("{name} exited with 1")))
+        };
+        fs::remove_dir_all(&root).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        let e = install(&root, &keys, &[(p, apk)], &[], &failing).unwrap_err();
+        assert!(e.to_string().contains(".pre-install exited with 1"), "{e}");
+        assert!(!root.join("etc/s.conf").exists());
         let _ = fs::remove_dir_all(&root);
     }
 }

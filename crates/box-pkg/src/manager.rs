@@ -18,6 +18,8 @@ pub struct Root<'a> {
     pub arch: String,
     /// How to download.
     pub fetch: &'a dyn Fetch,
+    /// How to run a package's scripts inside the root.
+    pub run_script: &'a install::ScriptRunner<'a>,
 }
 
 /// What an `add` or `del` changed.
@@ -111,7 +113,7 @@ impl Root<'_> {
             changes.installed.push(pkg.file_stem());
             downloads.push((pkg.clone(), bytes));
         }
-        install::install(&self.path, &keys, &downloads, world)?;
+        install::install(&self.path, &keys, &downloads, world, self.run_script)?;
         let wanted: Vec<&str> = plan.iter().map(|&i| available[i].1.name.as_str()).collect();
         let gone: Vec<String> = install::read_installed(&self.path)?
             .into_iter()
@@ -233,6 +235,7 @@ mod tests {
             path: root.clone(),
             arch: "x86_64".into(),
             fetch: &fetch,
+            run_script: &|_, _, _| Ok(()),
         };
         assert_eq!(r.update().unwrap(), 2);
         let changes = r.add(&crate::atom::parse_list("app").unwrap()).unwrap();

@@ -63,13 +63,26 @@ pub fn build_apk(
     version: &str,
     files: &[(&str, &[u8])],
 ) -> (Vec<u8>, String) {
+    build_apk_with_scripts(private, name, version, files, &[])
+}
+
+/// [`build_apk`] with scripts in the control member (`.post-install`, …).
+pub fn build_apk_with_scripts(
+    private: &RsaPrivateKey,
+    name: &str,
+    version: &str,
+    files: &[(&str, &[u8])],
+    scripts: &[(&str, &[u8])],
+) -> (Vec<u8>, String) {
     let data = member(files);
     let hash: String = Sha256::digest(&data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let info = format!("pkgname = {name}\npkgver = {version}\narch = x86_64\ndatahash = {hash}\n");
-    let control = member(&[(".PKGINFO", info.as_bytes())]);
+    let mut control_files: Vec<(&str, &[u8])> = vec![(".PKGINFO", info.as_bytes())];
+    control_files.extend_from_slice(scripts);
+    let control = member(&control_files);
     let checksum = crate::apk::control_checksum(&control);
     let mut apk = signed(private, &control, false);
     apk.extend_from_slice(&control);

@@ -218,10 +218,14 @@ pub fn pkg(directory: Option<PathBuf>, cmd: PkgCommand) -> Result<()> {
     use box_pkg::manager::{host_arch, Root};
     let env = Environment::find(&project_dir(directory)?)?;
     let fetch = Fetcher { http: Http::new()? };
+    let run_script = |pkg: &box_pkg::index::Package, name: &str, body: &[u8]| {
+        run_package_script(&env, pkg, name, body)
+    };
     let root = Root {
         path: env.rootfs(),
         arch: host_arch().to_string(),
         fetch: &fetch,
+        run_script: &run_script,
     };
     let report = |c: box_pkg::manager::Changes| {
         for p in &c.installed {
@@ -274,4 +278,35 @@ pub fn pkg(directory: Option<PathBuf>, cmd: PkgCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a package's script inside the environment: written to its /tmp, run by `/bin/sh`
+/// through a child `box enter` (a fresh process: this one has the downloader's threads and
+/// cannot enter namespaces itself), then removed.
+fn run_package_script(
+    env: &Environment,
+    pkg: &box_pkg::index::Package,
+    name: &str,
+    body: &[u8],
+) -> box_pkg::Result<()> {
+    let io = |what: &str, e: std::io::Error| box_pkg::PkgError::Io(format!("{what}: {e}"));
+    let file = format!("tmp/.box-pkg-{}{name}", pkg.name);
+    let path = env.rootfs().join(&file);
+    std::fs::write(&path, body).map_err(|e| io("cannot write the script", e))?;
+    let exe = std::env::current_exe().map_err(|e| io("cannot find box", e))?;
+    let status = std::process::Command::new(exe)
+        .arg("enter")
+        .arg("-C")
+        .arg(&env.project)
+        .args(["--", "/bin/sh", &format!("/{file}")])
+        .status();
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(box_pkg::PkgError::Io(format!(
+            "{name} of {} failed ({s}): the transaction stopped there",
+            pkg.file_stem()
+        ))),
+        Err(e) => Err(io("cannot run box enter", e)),
+    }
 }
