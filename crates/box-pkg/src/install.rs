@@ -145,6 +145,63 @@ fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
     fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
 }
 
+/// apk-tools' script store, relative to the root: a tar whose entries are named
+/// `NAME-VERSION.CHECKSUM.SCRIPT` (`busybox-1.36.1-r5.Q1…=.post-install`).
+pub const SCRIPTS: &str = "lib/apk/db/scripts.tar";
+
+fn read_scripts(root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let bytes = match fs::read(root.join(SCRIPTS)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PkgError::Io(format!("cannot read {SCRIPTS}: {e}"))),
+    };
+    let bad = |e: std::io::Error| PkgError::Io(format!("{SCRIPTS}: {e}"));
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).map_err(bad)?;
+        out.push((name, body));
+    }
+    Ok(out)
+}
+
+fn write_scripts(root: &Path, scripts: &[(String, Vec<u8>)]) -> Result<()> {
+    let bad = |e: std::io::Error| PkgError::Io(format!("{SCRIPTS}: {e}"));
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in scripts {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, name, body.as_slice()).map_err(bad)?;
+    }
+    let tar = b.into_inner().map_err(bad)?;
+    let path = root.join(SCRIPTS);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    }
+    let tmp = path.with_extension("box-new");
+    fs::write(&tmp, tar).map_err(io(format!("cannot write {}", tmp.display())))?;
+    fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// The stored script `script` (`pre-deinstall`, …) of `pkg`, if any.
+fn stored_script<'s>(
+    scripts: &'s [(String, Vec<u8>)],
+    pkg: &Package,
+    script: &str,
+) -> Option<&'s [u8]> {
+    let prefix = format!("{}.", pkg.file_stem());
+    let suffix = format!(".{script}");
+    scripts
+        .iter()
+        .find(|(n, _)| n.starts_with(&prefix) && n.ends_with(&suffix))
+        .map(|(_, b)| b.as_slice())
+}
+
 /// Runs one of a package's scripts inside the root: (package, script name such as
 /// `.post-install`, its content).
 pub type ScriptRunner<'a> = dyn Fn(&Package, &str, &[u8]) -> Result<()> + 'a;
@@ -200,10 +257,12 @@ pub fn install(
         }
         let files = extract(apk.data, root)?;
         // An upgrade: the old version's files that the new one no longer has go.
+        let mut old_stem = None;
         if let Some(old) = db.iter().position(|ip| ip.package.name == pkg.name) {
             let old = db.remove(old);
             let new: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
             remove_files(root, &old.files, &new)?;
+            old_stem = Some(format!("{}.", old.package.file_stem()));
         }
         db.push(InstalledPackage {
             package: pkg.clone(),
@@ -211,6 +270,26 @@ pub fn install(
         });
         // After each package: the database never names files that are not in place.
         write_atomically(root, INSTALLED, &installed::write(&db))?;
+        // Its scripts are kept (apk's way) for its removal; an older version's go.
+        let mut stored = read_scripts(root)?;
+        let had = stored.len();
+        if let Some(old) = &old_stem {
+            stored.retain(|(n, _)| !n.starts_with(old.as_str()));
+        }
+        for (script, body) in &apk.scripts {
+            stored.push((
+                format!(
+                    "{}.{}.{}",
+                    pkg.file_stem(),
+                    apk.checksum,
+                    script.trim_start_matches('.')
+                ),
+                body.clone(),
+            ));
+        }
+        if stored.len() != had || !apk.scripts.is_empty() {
+            write_scripts(root, &stored)?;
+        }
         if let Some((name, body)) = script(post) {
             run_script(pkg, name, body)?;
         }
@@ -241,12 +320,24 @@ fn check_paths(data: &[u8]) -> Result<()> {
 }
 
 /// Removes the installed packages named `names` (their files, unless another package owns
-/// them) and records `world`.
-pub fn uninstall(root: &Path, names: &[String], world: &[Atom]) -> Result<()> {
+/// them) and records `world`; each one's stored `pre-deinstall` script runs before its files
+/// go, `post-deinstall` after.
+pub fn uninstall(
+    root: &Path,
+    names: &[String],
+    world: &[Atom],
+    run_script: &ScriptRunner<'_>,
+) -> Result<()> {
     let db = read_installed(root)?;
     let (gone, kept): (Vec<_>, Vec<_>) = db
         .into_iter()
         .partition(|ip| names.contains(&ip.package.name));
+    let mut stored = read_scripts(root)?;
+    for ip in &gone {
+        if let Some(body) = stored_script(&stored, &ip.package, "pre-deinstall") {
+            run_script(&ip.package, ".pre-deinstall", body)?;
+        }
+    }
     let owned: HashSet<&str> = kept
         .iter()
         .flat_map(|ip| ip.files.iter().map(|(p, _)| p.as_str()))
@@ -255,6 +346,18 @@ pub fn uninstall(root: &Path, names: &[String], world: &[Atom]) -> Result<()> {
     write_atomically(root, WORLD, &installed::write_world(world))?;
     for ip in &gone {
         remove_files(root, &ip.files, &owned)?;
+        if let Some(body) = stored_script(&stored, &ip.package, "post-deinstall") {
+            run_script(&ip.package, ".post-deinstall", body)?;
+        }
+    }
+    let before = stored.len();
+    stored.retain(|(n, _)| {
+        !gone
+            .iter()
+            .any(|ip| n.starts_with(&format!("{}.", ip.package.file_stem())))
+    });
+    if stored.len() != before {
+        write_scripts(root, &stored)?;
     }
     Ok(())
 }
@@ -346,7 +449,7 @@ mod tests {
         assert_eq!(fs::read(root.join("usr/bin/hello")).unwrap(), b"v2");
 
         // Removal takes exactly the package's files.
-        uninstall(&root, &["hello".to_string()], &[]).unwrap();
+        uninstall(&root, &["hello".to_string()], &[], &no_scripts).unwrap();
         assert!(!root.join("usr/bin/hello").exists());
         assert!(root.join("usr/lib/libhi.so").exists());
         assert_eq!(read_installed(&root).unwrap().len(), 1);
@@ -393,7 +496,12 @@ mod script_tests {
             "s",
             "1-r0",
             &[("etc/s.conf", b"x")],
-            &[(".pre-install", b"pre"), (".post-install", b"post")],
+            &[
+                (".pre-install", b"pre"),
+                (".post-install", b"post"),
+                (".pre-deinstall", b"gone?"),
+                (".post-deinstall", b"bye"),
+            ],
         );
         p.checksum = c;
         let seen = RefCell::new(Vec::new());
@@ -412,6 +520,16 @@ mod script_tests {
             *seen.borrow(),
             ["s .pre-install pre false", "s .post-install post true"]
         );
+        // Kept for the removal, run around it.
+        let stored = read_scripts(&root).unwrap();
+        assert_eq!(stored.len(), 4, "{stored:?}");
+        seen.borrow_mut().clear();
+        uninstall(&root, &["s".to_string()], &[], &runner).unwrap();
+        assert_eq!(
+            *seen.borrow(),
+            ["s .pre-deinstall gone? true", "s .post-deinstall bye false"]
+        );
+        assert!(read_scripts(&root).unwrap().is_empty());
         // A second install of the same name is an upgrade: its scripts are the upgrade ones
         // (this package has none), and a failing script is an error.
         let failing = |_: &Package, name: &str, _: &[u8]| -> Result<()> {

@@ -124,7 +124,7 @@ impl Root<'_> {
             })
             .collect();
         if !gone.is_empty() {
-            install::uninstall(&self.path, &gone, world)?;
+            install::uninstall(&self.path, &gone, world, self.run_script)?;
         }
         Ok(changes)
     }
