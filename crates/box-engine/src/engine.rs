@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -343,59 +342,27 @@ impl Engine {
     /// Writes the box's root file system as a tar to `writer` (`box export`). An image-based
     /// box's snapshot is mounted for this in a private mount namespace of a short-lived thread,
     /// so nothing is mounted in this process's namespace or the host's.
-    pub fn export<W: Write>(&self, name_or_id: &str, mut writer: W) -> Result<W> {
+    pub fn export<W: Write>(&self, name_or_id: &str, writer: W) -> Result<W> {
         let rec = self.db.find(name_or_id)?;
         if let Some(dir) = &rec.spec.rootfs {
             return Ok(box_image::archive::export_dir(dir, writer)?);
         }
         let snap = Snapshot::open(&self.paths.data, &rec.id)?;
-        let (read_end, write_end) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-                EngineError::io("cannot make a pipe for the export", std::io::Error::from(e))
-            })?;
-        std::thread::scope(|scope| -> Result<W> {
-            let worker = scope.spawn(move || export_in_private_ns(snap, write_end));
-            let mut reader = fs::File::from(read_end);
-            let copied = std::io::copy(&mut reader, &mut writer);
-            drop(reader);
-            let worker_result = worker.join().unwrap_or_else(|_| {
-                Err(EngineError::WrongState(
-                    "the export thread panicked".to_string(),
-                ))
-            });
-            worker_result?;
-            copied.map_err(|e| EngineError::io("cannot write the export", e))?;
-            Ok(writer)
-        })
+        tar_from_private_ns("the export", writer, move |out| export_snapshot(snap, out))
     }
 
     /// Writes an image's root file system, its layers merged, as a tar to `writer` (`box init
     /// --from IMAGE`). Several layers are merged by a read-only overlay mount in a private mount
     /// namespace of a short-lived thread (the kernel applies whiteouts and opaque directories).
-    pub fn flatten_image<W: Write + Send>(&self, image: &str, writer: W) -> Result<W> {
+    pub fn flatten_image<W: Write>(&self, image: &str, writer: W) -> Result<W> {
         let record = self.resolve_image(image)?;
         let lowers = self.images.lower_dirs(&record);
         if let [only] = lowers.as_slice() {
             return Ok(box_image::archive::export_dir(only, writer)?);
         }
         let rootless = self.paths.rootless;
-        let (read_end, write_end) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-                EngineError::io("cannot make a pipe for the image", std::io::Error::from(e))
-            })?;
-        std::thread::scope(|scope| -> Result<W> {
-            let worker = scope.spawn(move || flatten_in_private_ns(&lowers, rootless, write_end));
-            let mut reader = fs::File::from(read_end);
-            let mut writer = writer;
-            let copied = std::io::copy(&mut reader, &mut writer);
-            drop(reader);
-            worker.join().unwrap_or_else(|_| {
-                Err(EngineError::WrongState(
-                    "the flatten thread panicked".into(),
-                ))
-            })?;
-            copied.map_err(|e| EngineError::io("cannot write the image's files", e))?;
-            Ok(writer)
+        tar_from_private_ns("the image's files", writer, move |out| {
+            export_layers(&lowers, rootless, out)
         })
     }
 
@@ -469,30 +436,48 @@ pub(crate) fn write_config(path: &Path, spec: &oci_spec::runtime::Spec) -> Resul
     fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))
 }
 
-/// Runs in its own thread: a private mount namespace, the image's layers (`lowers`, top
-/// first) mounted as a read-only overlay on a temporary directory, written as a tar into `out`.
-fn flatten_in_private_ns(
-    lowers: &[std::path::PathBuf],
-    rootless: bool,
-    out: OwnedFd,
-) -> Result<()> {
+/// Runs `work` on a thread of its own in a private mount namespace (its mounts are seen
+/// nowhere else and go with the thread), copying the tar it writes into the pipe it is given
+/// to `writer`.
+fn tar_from_private_ns<W: Write>(
+    what: &str,
+    mut writer: W,
+    work: impl FnOnce(fs::File) -> Result<()> + Send,
+) -> Result<W> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| EngineError::io(format!("cannot make a pipe for {what}"), e.into()))?;
+    std::thread::scope(|scope| -> Result<W> {
+        let worker = scope.spawn(move || {
+            crate::volumes::private_mount_ns(what)?;
+            work(fs::File::from(write_end))
+        });
+        let mut reader = fs::File::from(read_end);
+        let copied = std::io::copy(&mut reader, &mut writer);
+        drop(reader);
+        worker.join().unwrap_or_else(|_| {
+            Err(EngineError::WrongState(format!(
+                "the thread for {what} panicked"
+            )))
+        })?;
+        copied.map_err(|e| EngineError::io(format!("cannot write {what}"), e))?;
+        Ok(writer)
+    })
+}
+
+/// Writes the tar of `dir` into `out`, flushed.
+fn export_dir_into(dir: &Path, out: fs::File) -> Result<()> {
+    box_image::archive::export_dir(dir, std::io::BufWriter::new(out))
+        .map_err(EngineError::from)
+        .and_then(|mut w| {
+            w.flush()
+                .map_err(|e| EngineError::io("cannot write the tar", e))
+        })
+}
+
+/// In a private mount namespace: the image's layers (`lowers`, top first) mounted as a
+/// read-only overlay on a temporary directory, written as a tar into `out`.
+fn export_layers(lowers: &[std::path::PathBuf], rootless: bool, out: fs::File) -> Result<()> {
     use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(|e| {
-        EngineError::io(
-            "cannot make a private mount namespace (needs root, or box's user namespace when \
-             rootless)",
-            std::io::Error::from(e),
-        )
-    })?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| EngineError::io("cannot make mounts private", std::io::Error::from(e)))?;
     let target = std::env::temp_dir().join(format!("box-flatten-{}", std::process::id()));
     fs::create_dir_all(&target).ctx(|| format!("cannot create {}", target.display()))?;
     let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
@@ -509,52 +494,18 @@ fn flatten_in_private_ns(
         Some(data.as_str()),
     )
     .map_err(|e| EngineError::io("cannot mount the image's layers", std::io::Error::from(e)));
-    let result = mounted.and_then(|()| {
-        let out = fs::File::from(out);
-        box_image::archive::export_dir(&target, std::io::BufWriter::new(out))
-            .map_err(EngineError::from)
-            .and_then(|mut w| w.flush().map_err(|e| EngineError::io("cannot write", e)))
-    });
+    let result = mounted.and_then(|()| export_dir_into(&target, out));
     let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
     let _ = fs::remove_dir(&target);
     result
 }
 
-/// Runs in its own thread: unshares the thread's mount namespace, keeps mounts from
-/// propagating, mounts the snapshot there and writes it as a tar into `out`. The namespace (and
-/// the mount) goes away with the thread.
-fn export_in_private_ns(mut snap: Snapshot, out: OwnedFd) -> Result<()> {
-    use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(|e| {
-        EngineError::io(
-            "cannot make a private mount namespace for the export (needs root, or box's user \
-             namespace when rootless)",
-            std::io::Error::from(e),
-        )
-    })?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        EngineError::io(
-            "cannot make mounts private for the export",
-            std::io::Error::from(e),
-        )
-    })?;
+/// In a private mount namespace: the box's snapshot mounted (unless it is already) and
+/// written as a tar into `out`.
+fn export_snapshot(mut snap: Snapshot, out: fs::File) -> Result<()> {
     let was_mounted = snap.is_mounted()?;
     snap.mount()?;
-    let out = fs::File::from(out);
-    let res = box_image::archive::export_dir(&snap.merged(), std::io::BufWriter::new(out))
-        .map_err(EngineError::from)
-        .and_then(|mut w| {
-            w.flush()
-                .map_err(|e| EngineError::io("cannot write the export", e))
-        });
+    let res = export_dir_into(&snap.merged(), out);
     if !was_mounted {
         let _ = snap.unmount();
     }
