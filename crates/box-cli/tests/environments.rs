@@ -14,13 +14,6 @@ fn fails_in(d: &BoxData, dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn ns(kind: &str) -> String {
-    std::fs::read_link(format!("/proc/self/ns/{kind}"))
-        .expect("own namespace")
-        .display()
-        .to_string()
-}
-
 #[test]
 fn init_enter_export_import_and_remove() {
     if !require_root("init_enter_export_import_and_remove") {
@@ -50,10 +43,10 @@ fn init_enter_export_import_and_remove() {
     assert_eq!(lines[0], "0", "{out}");
     assert_eq!(lines[1], "my-proj", "{out}");
     assert_eq!(lines[2], "2", "pid 1 is the environment's own init: {out}");
-    assert_ne!(lines[3], ns("ipc"), "{out}");
-    assert_ne!(lines[4], ns("uts"), "{out}");
-    assert_ne!(lines[5], ns("mnt"), "{out}");
-    assert_eq!(lines[6], ns("net"), "{out}");
+    assert_ne!(lines[3], own_ns("ipc"), "{out}");
+    assert_ne!(lines[4], own_ns("uts"), "{out}");
+    assert_ne!(lines[5], own_ns("mnt"), "{out}");
+    assert_eq!(lines[6], own_ns("net"), "{out}");
     assert_eq!(lines[7].trim(), "0", "{out}");
     assert_eq!(
         lines[8],
@@ -90,7 +83,7 @@ fn init_enter_export_import_and_remove() {
             "ls /sys/class/net; readlink /proc/self/ns/net",
         ],
     );
-    assert!(!out.contains(&ns("net")), "{out}");
+    assert!(!out.contains(&own_ns("net")), "{out}");
     let out = d.ok_in(
         &proj,
         &["enter", "--network", "none", "--", "cat", "/proc/net/dev"],
@@ -247,7 +240,8 @@ fn interactive_enter_greets_and_runs_a_login_shell() {
     assert_eq!(exit_code(status), 5, "{out}");
     assert!(out.contains("entering environment shellproj"), "{out}");
     assert!(
-        out.contains("env=shellproj login=-sh") || out.contains("env=shellproj login=/bin/sh"),
+        out.contains("env=shellproj login=-sh")
+            || out.contains("env=shellproj login=/bin/sh"),
         "{out}"
     );
 }

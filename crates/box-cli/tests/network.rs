@@ -9,21 +9,13 @@ mod support;
 
 use support::*;
 
-/// The network namespace of this test process.
-fn own_netns() -> String {
-    std::fs::read_link("/proc/self/ns/net")
-        .expect("own netns")
-        .display()
-        .to_string()
-}
-
 #[test]
 fn none_host_and_container_networks() {
     if !require_root("none_host_and_container_networks") {
         return;
     }
     let d = BoxData::new("n");
-    let host_ns = own_netns();
+    let host_ns = own_ns("net");
 
     // none: a namespace of its own with only the loopback interface.
     let out = d.ok(&[

@@ -1117,10 +1117,7 @@ fn rootless_network_modes_none_and_host() {
         return;
     }
     let u = UserBox::new();
-    let host_ns = std::fs::read_link("/proc/self/ns/net")
-        .expect("own netns")
-        .display()
-        .to_string();
+    let host_ns = own_ns("net");
     // none: a namespace of its own (owned by the box's user namespace) with only a loopback
     // interface, up (/proc/net: rootless, /sys is the host's, bound in).
     let script = format!(

@@ -898,6 +898,14 @@ impl Drop for BoxData {
     }
 }
 
+/// The link of this test process's namespace of `kind` (`net`, `ipc`, …), e.g. `net:[4026531840]`.
+pub fn own_ns(kind: &str) -> String {
+    fs::read_link(format!("/proc/self/ns/{kind}"))
+        .expect("own namespace")
+        .display()
+        .to_string()
+}
+
 /// `GET /` from `addr` (HOST:PORT) over plain TCP, retried for up to ~10 s while nothing
 /// answers; the response's body (none when no server answered).
 pub fn http_get(addr: &str) -> Option<String> {
