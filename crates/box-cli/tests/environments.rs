@@ -240,8 +240,7 @@ fn interactive_enter_greets_and_runs_a_login_shell() {
     assert_eq!(exit_code(status), 5, "{out}");
     assert!(out.contains("entering environment shellproj"), "{out}");
     assert!(
-        out.contains("env=shellproj login=-sh")
-            || out.contains("env=shellproj login=/bin/sh"),
+        out.contains("env=shellproj login=-sh") || out.contains("env=shellproj login=/bin/sh"),
         "{out}"
     );
 }
