@@ -5,91 +5,9 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-use box_pkg::testing::{build_apk, build_apk_with_scripts, key, signed_index};
+use box_pkg::testing::{build_apk, key, signed_index};
+use support::apk_repo::*;
 use support::*;
-
-/// A tiny HTTP/1.0 server on 127.0.0.1 serving `files` (path → body), 404 otherwise.
-struct Server {
-    port: u16,
-    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().unwrap().port();
-        let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
-        let served = files.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) <= 2 {
-                        break;
-                    }
-                }
-                let body = served.lock().unwrap().get(&path).cloned();
-                let mut out = stream;
-                let _ = match body {
-                    Some(b) => out
-                        .write_all(
-                            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len())
-                                .as_bytes(),
-                        )
-                        .and_then(|()| out.write_all(&b)),
-                    None => out.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
-                };
-            }
-        });
-        Server { port, files }
-    }
-
-    fn put(&self, path: &str, body: Vec<u8>) {
-        self.files.lock().unwrap().insert(path.to_string(), body);
-    }
-}
-
-/// One package of the test repository: name, version, files, dependencies.
-struct Apk {
-    name: &'static str,
-    version: &'static str,
-    files: &'static [(&'static str, &'static [u8])],
-    depends: &'static str,
-}
-
-const LIB: Apk = Apk {
-    name: "libgreet",
-    version: "1.0-r0",
-    files: &[("usr/lib/libgreet.txt", b"lib\n")],
-    depends: "",
-};
-const GREET_1: Apk = Apk {
-    name: "greet",
-    version: "1.0-r0",
-    files: &[("usr/bin/greet", b"#!/bin/sh\necho hello from greet\n")],
-    depends: "libgreet",
-};
-const GREET_2: Apk = Apk {
-    name: "greet",
-    version: "2.0-r0",
-    files: &[("usr/bin/greet", b"#!/bin/sh\necho hello again\n")],
-    depends: "libgreet",
-};
-const EXTRA: Apk = Apk {
-    name: "extra",
-    version: "1-r0",
-    files: &[("usr/bin/extra", b"y")],
-    depends: "",
-};
 
 #[test]
 fn pkg_add_upgrade_del_from_a_local_repository() {
@@ -103,45 +21,9 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
     d.ok_in(&proj, &["init"]);
     let rootfs = proj.join(".box/rootfs");
 
-    let (private, keys) = key();
-    let server = Server::start();
-    let repo = format!("http://127.0.0.1:{}/alpine/main", server.port);
-    let arch = std::env::consts::ARCH;
-    std::fs::create_dir_all(rootfs.join("etc/apk/keys")).unwrap();
-    std::fs::write(rootfs.join("etc/apk/keys").join(&keys[0].0), &keys[0].1).unwrap();
-    std::fs::write(rootfs.join("etc/apk/repositories"), format!("{repo}\n")).unwrap();
-    let publish = |apks: &[&Apk]| {
-        let mut text = String::new();
-        for Apk {
-            name,
-            version,
-            files,
-            depends: deps,
-        } in apks
-        {
-            // greet's post-install script leaves a mark inside the environment.
-            let scripts: &[(&str, &[u8])] = if *name == "greet" {
-                &[(
-                    ".post-install",
-                    b"#!/bin/sh\necho \"$(id -u) $(hostname)\" > /root/greet-installed\n",
-                )]
-            } else {
-                &[]
-            };
-            let (bytes, checksum) = build_apk_with_scripts(&private, name, version, files, scripts);
-            server.put(&format!("/alpine/main/{arch}/{name}-{version}.apk"), bytes);
-            text += &format!("C:{checksum}\nP:{name}\nV:{version}\nA:{arch}\nT:{name} for tests\n");
-            if !deps.is_empty() {
-                text += &format!("D:{deps}\n");
-            }
-            text += "\n";
-        }
-        server.put(
-            &format!("/alpine/main/{arch}/APKINDEX.tar.gz"),
-            signed_index(&private, &text),
-        );
-    };
-    publish(&[&GREET_1, &LIB]);
+    let repo = ApkRepo::start();
+    repo.trust_in(&rootfs);
+    repo.publish(&[&GREET_1, &LIB]);
 
     // Install with the dependency; the program runs inside; apk's database names both.
     assert!(d.ok_in(&proj, &["pkg", "update"]).contains("2 packages"));
@@ -176,7 +58,7 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
         .contains("depends: libgreet"));
 
     // An upgrade.
-    publish(&[&GREET_2, &LIB]);
+    repo.publish(&[&GREET_2, &LIB]);
     d.ok_in(&proj, &["pkg", "update"]);
     assert_eq!(
         d.ok_in(&proj, &["pkg", "add", "greet"]),
@@ -187,9 +69,9 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
         .contains("again"));
 
     // A package file that is not the one the index names: refused, nothing changed.
-    let (other, _) = build_apk(&private, "extra", "1-r0", &[("usr/bin/extra", b"x")]);
-    publish(&[&GREET_2, &LIB, &EXTRA]);
-    server.put(&format!("/alpine/main/{arch}/extra-1-r0.apk"), other);
+    let (other, _) = build_apk(&repo.private, "extra", "1-r0", &[("usr/bin/extra", b"x")]);
+    repo.publish(&[&GREET_2, &LIB, &EXTRA]);
+    repo.put_package("extra-1-r0.apk", other);
     d.ok_in(&proj, &["pkg", "update"]);
     let before = std::fs::read_to_string(rootfs.join("lib/apk/db/installed")).unwrap();
     let out = d.boxc_in(&proj, &["pkg", "add", "extra"]);
@@ -204,11 +86,8 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
         before
     );
     // A download cut half-way: refused, nothing changed.
-    let (whole, _) = build_apk(&private, EXTRA.name, EXTRA.version, EXTRA.files);
-    server.put(
-        &format!("/alpine/main/{arch}/extra-1-r0.apk"),
-        whole[..whole.len() / 2].to_vec(),
-    );
+    let (whole, _) = build_apk(&repo.private, EXTRA.name, EXTRA.version, EXTRA.files);
+    repo.put_package("extra-1-r0.apk", whole[..whole.len() / 2].to_vec());
     let out = d.boxc_in(&proj, &["pkg", "add", "extra"]);
     assert!(!out.status.success());
     assert!(!rootfs.join("usr/bin/extra").exists());
@@ -222,10 +101,7 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
 
     // An index signed by a key the environment does not trust: refused; the cached index stays.
     let (stranger, _) = key();
-    server.put(
-        &format!("/alpine/main/{arch}/APKINDEX.tar.gz"),
-        signed_index(&stranger, "P:evil\nV:1\n\n"),
-    );
+    repo.put_index(signed_index(&stranger, "P:evil\nV:1\n\n"));
     let out = d.boxc_in(&proj, &["pkg", "update"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -245,4 +121,103 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
     assert!(!rootfs.join("usr/bin/greet").exists());
     assert!(!rootfs.join("usr/lib/libgreet.txt").exists());
     assert_eq!(d.ok_in(&proj, &["pkg", "list"]), "");
+}
+
+/// Writes `text` at `path` inside box `name` (through `box cp` of a one-file tar).
+fn put_in_box(d: &BoxData, name: &str, path: &str, text: &str) {
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    d.ok(&["exec", name, "mkdir", "-p", dir]);
+    let tmp = TempDir::new("pkgput");
+    let host = tmp.path.join(file);
+    std::fs::write(&host, text).unwrap();
+    d.ok(&["cp", host.to_str().unwrap(), &format!("{name}:{dir}/")]);
+}
+
+#[test]
+fn pkg_in_a_running_and_a_stopped_box_stays_inside_it() {
+    if !require_root("pkg_in_a_running_and_a_stopped_box_stays_inside_it") {
+        return;
+    }
+    let d = BoxData::new("pkgb");
+    let repo = ApkRepo::start();
+    repo.publish(&[&GREET_1, &LIB]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--hostname",
+        "pkgbox",
+        "host",
+        "sleep",
+        "600",
+    ]);
+    for (rel, text) in repo.config_files() {
+        put_in_box(&d, "b", &format!("/{rel}"), &text);
+    }
+    // The box plants a link to a host file where box pkg writes its database; the host file
+    // must stay as it is (the package manager works confined to the box's root).
+    let victim_dir = TempDir::new("pkgvictim");
+    let victim = victim_dir.path.join("victim");
+    std::fs::write(&victim, "host data\n").unwrap();
+    d.ok(&[
+        "exec",
+        "b",
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p /lib/apk/db && ln -s {v} /lib/apk/db/installed.box-new && ln -s {v} /etc/apk/world.box-new",
+            v = victim.display()
+        ),
+    ]);
+
+    // Running: installed from the host side, the post-install script ran inside the box (its
+    // hostname, root), and the program works there.
+    let out = d.ok(&["pkg", "--box", "b", "add", "greet"]);
+    assert_eq!(out, "installed libgreet-1.0-r0\ninstalled greet-1.0-r0\n");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n");
+    assert_eq!(
+        d.ok(&["exec", "b", "cat", "/root/greet-installed"]),
+        "0 pkgbox\n"
+    );
+    assert_eq!(
+        d.ok(&["exec", "b", "sh", "/usr/bin/greet"]),
+        "hello from greet\n"
+    );
+    assert_eq!(
+        d.ok(&["pkg", "--box", "b", "list"]),
+        "libgreet-1.0-r0\ngreet-1.0-r0\n"
+    );
+    let db = d.ok(&["exec", "b", "cat", "/lib/apk/db/installed"]);
+    assert!(db.contains("P:greet\nV:1.0-r0\n"), "{db}");
+
+    // Stopped: removal and an upgrade work on the box's own layer; the script runs confined
+    // to the box's root; the box sees it all when it starts again.
+    d.ok(&["stop", "-t", "1", "b"]);
+    let out = d.ok(&["pkg", "--box", "b", "del", "greet"]);
+    assert!(
+        out.contains("removed greet-1.0-r0") && out.contains("removed libgreet-1.0-r0"),
+        "{out}"
+    );
+    repo.publish(&[&GREET_2, &LIB]);
+    d.ok(&["pkg", "--box", "b", "update"]);
+    assert_eq!(
+        d.ok(&["pkg", "--box", "b", "add", "greet"]),
+        "installed libgreet-1.0-r0\ninstalled greet-2.0-r0\n"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n");
+    d.ok(&["start", "b"]);
+    assert_eq!(
+        d.ok(&["exec", "b", "sh", "/usr/bin/greet"]),
+        "hello again\n"
+    );
+    assert!(d
+        .ok(&["exec", "b", "cat", "/root/greet-installed"])
+        .starts_with("0 "));
+    assert_eq!(d.ok(&["exec", "b", "cat", "/etc/apk/world"]), "greet\n");
+
+    // A box that does not exist.
+    let out = d.boxc(&["pkg", "--box", "nosuch", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nosuch"), "{err}");
 }

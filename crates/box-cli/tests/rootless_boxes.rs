@@ -1281,3 +1281,87 @@ fn rootless_environment_init_enter_export_import() {
     let err = u.fails(&["enter", "-C", o, "--", "true"]);
     assert!(err.contains("box init"), "{err}");
 }
+
+#[test]
+fn rootless_pkg_in_an_environment_and_in_a_running_box() {
+    if !require_root("rootless_pkg_in_an_environment_and_in_a_running_box") {
+        return;
+    }
+    use support::apk_repo::*;
+    let u = UserBox::new();
+    let repo = ApkRepo::start();
+    repo.publish(&[&GREET_1, &LIB]);
+    let own = |p: &Path| {
+        sh(&format!(
+            "chown -R {}:{} '{}'",
+            u.user.uid,
+            u.user.gid,
+            p.display()
+        ))
+    };
+
+    // An environment: the files are the user's outside, root's inside; the post-install
+    // script ran inside (root, the environment's hostname).
+    let proj = u.dir.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    own(&proj);
+    let p = proj.to_str().unwrap();
+    u.ok(&["init", "-C", p]);
+    let rootfs = proj.join(".box/rootfs");
+    repo.trust_in(&rootfs);
+    own(&rootfs.join("etc/apk"));
+    assert_eq!(
+        u.ok(&["pkg", "-C", p, "add", "greet"]),
+        "installed libgreet-1.0-r0\ninstalled greet-1.0-r0\n"
+    );
+    assert_eq!(owner(&rootfs.join("usr/bin/greet")), u.user.uid);
+    assert_eq!(
+        u.ok(&["enter", "-C", p, "--", "sh", "/usr/bin/greet"]),
+        "hello from greet\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("root/greet-installed")).unwrap(),
+        "0 proj\n"
+    );
+    assert_eq!(u.ok(&["pkg", "-C", p, "del", "greet"]).lines().count(), 2);
+    assert!(!rootfs.join("usr/bin/greet").exists());
+
+    // A running box.
+    u.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--hostname",
+        "pkgbox",
+        "host",
+        "sleep",
+        "600",
+    ]);
+    for (rel, text) in repo.config_files() {
+        let (dir, file) = rel.rsplit_once('/').unwrap();
+        u.ok(&["exec", "b", "mkdir", "-p", &format!("/{dir}")]);
+        let host = u.dir.join(file);
+        std::fs::write(&host, text).unwrap();
+        own(&host);
+        u.ok(&["cp", host.to_str().unwrap(), &format!("b:/{dir}/")]);
+    }
+    assert_eq!(
+        u.ok(&["pkg", "--box", "b", "add", "greet"]),
+        "installed libgreet-1.0-r0\ninstalled greet-1.0-r0\n"
+    );
+    assert_eq!(
+        u.ok(&["exec", "b", "cat", "/root/greet-installed"]),
+        "0 pkgbox\n"
+    );
+    assert_eq!(
+        u.ok(&[
+            "exec",
+            "b",
+            "sh",
+            "-c",
+            "sh /usr/bin/greet; stat -c %u /usr/bin/greet"
+        ]),
+        "hello from greet\n0\n"
+    );
+}

@@ -37,12 +37,11 @@ impl Engine {
         rec: &BoxRecord,
         f: impl FnOnce(BorrowedFd<'_>) -> Result<T> + Send,
     ) -> Result<T> {
-        let running = rec.state.is_active()
-            && rec
-                .supervisor_pid
-                .filter(|pid| db::process_alive(*pid, rec.supervisor_start))
-                .is_some();
-        let supervisor = if running { rec.supervisor_pid } else { None };
+        let supervisor = if box_is_running(rec) {
+            rec.supervisor_pid
+        } else {
+            None
+        };
         let rootfs = rec.spec.rootfs.clone();
         let snap = match &rootfs {
             Some(_) => None,
@@ -83,6 +82,22 @@ impl Engine {
                 })
                 .join()
                 .unwrap_or_else(|_| Err(EngineError::WrongState("the cp thread panicked".into())))
+        })
+    }
+
+    /// Runs `f` on a thread confined to the box's root ([`crate::chroot::ChrootGuard`]): every
+    /// path it uses, symlinks included, stays in the box (`box pkg`). Whether the box runs is
+    /// passed to `f`; a stopped box's root is mounted for the time of the call.
+    pub fn in_box_root<T: Send>(
+        &self,
+        name_or_id: &str,
+        f: impl FnOnce(bool) -> T + Send,
+    ) -> Result<T> {
+        let rec = self.db().find(name_or_id)?;
+        let running = box_is_running(&rec);
+        self.with_box_root(&rec, move |root| {
+            let _guard = crate::chroot::ChrootGuard::enter(root)?;
+            Ok(f(running))
         })
     }
 
@@ -201,6 +216,15 @@ impl Engine {
             Ok(())
         })
     }
+}
+
+/// Whether the box is up: active, with its supervisor alive.
+fn box_is_running(rec: &BoxRecord) -> bool {
+    rec.state.is_active()
+        && rec
+            .supervisor_pid
+            .filter(|pid| db::process_alive(*pid, rec.supervisor_start))
+            .is_some()
 }
 
 /// `p` without `.` and leading `/`; `None` when it has `..`.

@@ -2,6 +2,7 @@
 //! from images and docker-style options, a small supervisor process per box that owns its I/O
 //! and records how it ended, and logs. See docs/engine.md.
 
+pub mod chroot;
 pub mod commit;
 pub mod config;
 pub mod db;

@@ -141,7 +141,24 @@ fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
         fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     }
     let tmp = path.with_extension("box-new");
-    fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;
+    // Whatever is left at the temporary name (a file, or a symlink planted there) goes first:
+    // the new file is made, never opened through a link.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PkgError::Io(format!(
+                "cannot remove {}: {e}",
+                tmp.display()
+            )))
+        }
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io(format!("cannot write {}", tmp.display())))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(io(format!("cannot write {}", tmp.display())))?;
     fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
 }
 

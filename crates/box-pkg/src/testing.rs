@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::{Pkcs1v15Sign, RsaPrivateKey};
+use rsa::Pkcs1v15Sign;
+/// The signing key type of the builders here.
+pub use rsa::RsaPrivateKey;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 

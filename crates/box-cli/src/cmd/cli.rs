@@ -301,11 +301,19 @@ pub enum Command {
     /// Manage the environment of this directory.
     #[command(subcommand)]
     Env(EnvCommand),
-    /// Alpine packages in the environment of this directory (from the host side).
+    /// Alpine packages in the environment of this directory, or in a box (from the host side).
     Pkg {
         /// The project directory (default: the current one, or the nearest above it).
         #[arg(long, short = 'C', global = true)]
         directory: Option<PathBuf>,
+        /// A box (running or not) instead of an environment.
+        #[arg(
+            long = "box",
+            global = true,
+            value_name = "BOX",
+            conflicts_with = "directory"
+        )]
+        box_name: Option<String>,
         /// What to do.
         #[command(subcommand)]
         command: PkgCommand,

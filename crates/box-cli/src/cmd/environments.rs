@@ -8,9 +8,9 @@ use box_engine::environment::enter::{enter as enter_env, EnterOptions};
 use box_engine::environment::{self, Environment, Source};
 use serde_json::json;
 
-use super::cli::{EnvCommand, EnvMode, Format, PkgCommand};
+use super::cli::{EnvCommand, EnvMode, Format};
 
-fn project_dir(directory: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn project_dir(directory: Option<PathBuf>) -> Result<PathBuf> {
     match directory {
         Some(d) => Ok(d),
         None => std::env::current_dir().context("cannot read the current directory"),
@@ -210,103 +210,4 @@ pub fn env(cmd: EnvCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `box pkg …` on the environment of `directory` (or the current one).
-pub fn pkg(directory: Option<PathBuf>, cmd: PkgCommand) -> Result<()> {
-    use box_pkg::fetch::{Fetcher, Http};
-    use box_pkg::manager::{host_arch, Root};
-    let env = Environment::find(&project_dir(directory)?)?;
-    let fetch = Fetcher { http: Http::new()? };
-    let run_script = |pkg: &box_pkg::index::Package, name: &str, body: &[u8]| {
-        run_package_script(&env, pkg, name, body)
-    };
-    let root = Root {
-        path: env.rootfs(),
-        arch: host_arch().to_string(),
-        fetch: &fetch,
-        run_script: &run_script,
-    };
-    let report = |c: box_pkg::manager::Changes| {
-        for p in &c.installed {
-            println!("installed {p}");
-        }
-        for p in &c.removed {
-            println!("removed {p}");
-        }
-        if c.installed.is_empty() && c.removed.is_empty() {
-            println!("nothing to do");
-        }
-    };
-    match cmd {
-        PkgCommand::Add { packages } => {
-            let atoms = packages
-                .iter()
-                .map(|p| p.parse())
-                .collect::<std::result::Result<Vec<box_pkg::atom::Atom>, _>>()?;
-            report(root.add(&atoms)?);
-        }
-        PkgCommand::Del { packages } => report(root.del(&packages)?),
-        PkgCommand::List => {
-            for p in root.list()? {
-                println!("{}", p.file_stem());
-            }
-        }
-        PkgCommand::Search { term } => {
-            for p in root.search(&term)? {
-                println!("{}\t{}", p.file_stem(), p.description);
-            }
-        }
-        PkgCommand::Update => println!("{} packages available", root.update()?),
-        PkgCommand::Info { package } => {
-            let p = root.info(&package)?;
-            println!("{}", p.file_stem());
-            for (k, v) in [
-                ("description", &p.description),
-                ("url", &p.url),
-                ("license", &p.license),
-                ("arch", &p.arch),
-            ] {
-                if !v.is_empty() {
-                    println!("{k}: {v}");
-                }
-            }
-            let deps: Vec<String> = p.depends.iter().map(|d| d.to_string()).collect();
-            if !deps.is_empty() {
-                println!("depends: {}", deps.join(" "));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs a package's script inside the environment: written to its /tmp, run by `/bin/sh`
-/// through a child `box enter` (a fresh process: this one has the downloader's threads and
-/// cannot enter namespaces itself), then removed.
-fn run_package_script(
-    env: &Environment,
-    pkg: &box_pkg::index::Package,
-    name: &str,
-    body: &[u8],
-) -> box_pkg::Result<()> {
-    let io = |what: &str, e: std::io::Error| box_pkg::PkgError::Io(format!("{what}: {e}"));
-    let file = format!("tmp/.box-pkg-{}{name}", pkg.name);
-    let path = env.rootfs().join(&file);
-    std::fs::write(&path, body).map_err(|e| io("cannot write the script", e))?;
-    let exe = std::env::current_exe().map_err(|e| io("cannot find box", e))?;
-    let status = std::process::Command::new(exe)
-        .arg("enter")
-        .arg("-C")
-        .arg(&env.project)
-        .args(["--", "/bin/sh", &format!("/{file}")])
-        .status();
-    let _ = std::fs::remove_file(&path);
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(box_pkg::PkgError::Io(format!(
-            "{name} of {} failed ({s}): the transaction stopped there",
-            pkg.file_stem()
-        ))),
-        Err(e) => Err(io("cannot run box enter", e)),
-    }
 }

@@ -9,6 +9,7 @@ mod environments;
 mod files;
 mod images;
 mod networks;
+mod packages;
 mod progress;
 mod project;
 mod userns;
@@ -202,7 +203,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             command,
         } => environments::enter(network.as_deref(), mount_project, directory, command),
         Command::Env(cmd) => done(environments::env(cmd)),
-        Command::Pkg { directory, command } => done(environments::pkg(directory, command)),
+        Command::Pkg {
+            directory,
+            box_name,
+            command,
+        } => done(packages::pkg(root, directory, box_name, command)),
         Command::Up { file } => done(project::up(&boxes::engine(root)?, file)),
         Command::Down { file, time } => {
             // Rootless, the box is stopped from its own user namespace (as `box stop` does); a

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod apk_repo;
+
 /// Name of the unprivileged user that rootless tests run the runtime as.
 pub const TEST_USER: &str = "boxtest";
 /// How long any single runtime command may take before the test fails.

@@ -57,8 +57,9 @@ pub fn enter(env: &Environment, opts: &EnterOptions) -> Result<i32> {
 }
 
 /// Rootless: a user namespace of our own where the caller is root (one mapping, written by
-/// ourselves: no newuidmap needed, and files the caller owns are root's inside).
-fn map_caller_to_root() -> Result<()> {
+/// ourselves: no newuidmap needed, and files the caller owns are root's inside). The process
+/// must be single-threaded.
+pub fn map_caller_to_root() -> Result<()> {
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|e| {
         EngineError::io(
