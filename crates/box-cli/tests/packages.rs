@@ -1,13 +1,24 @@
 //! `box pkg` against a local APK repository this test builds (real .apk files with signed
-//! control members, an APKINDEX signed with a key made here) and serves on 127.0.0.1: install
-//! with dependencies, upgrade, removal, a package file that is not the indexed one, and an
-//! index signed by an unknown key.
+//! control members, an APKINDEX signed with a key made here) and serves on 127.0.0.1: in an
+//! environment, install with dependencies, upgrade, removal, a package file that is not the
+//! indexed one, a download cut half-way, an unknown package, a conflict, an unreachable
+//! repository and an index signed by an unknown key; in a running and a stopped box, the same
+//! work confined to the box's root (links it planted do not reach the host).
 
 mod support;
 
 use box_pkg::testing::{build_apk, key, signed_index};
 use support::apk_repo::*;
 use support::*;
+
+/// A package that cannot live beside greet.
+const RIVAL: Apk = Apk {
+    name: "rival",
+    version: "1-r0",
+    files: &[("usr/bin/rival", b"r")],
+    depends: "!greet",
+    scripts: &[],
+};
 
 #[test]
 fn pkg_add_upgrade_del_from_a_local_repository() {
@@ -98,6 +109,28 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
     // An unknown package.
     let out = d.boxc_in(&proj, &["pkg", "add", "no-such-package"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing provides no-such-package"));
+    // A package that conflicts with an installed one: refused, nothing changed.
+    repo.publish(&[&GREET_2, &LIB, &RIVAL]);
+    d.ok_in(&proj, &["pkg", "update"]);
+    let out = d.boxc_in(&proj, &["pkg", "add", "rival"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("conflicts"), "{err}");
+    assert!(!rootfs.join("usr/bin/rival").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("lib/apk/db/installed")).unwrap(),
+        before
+    );
+    // An unreachable repository: a clear error, nothing changed.
+    let repositories = rootfs.join("etc/apk/repositories");
+    let kept = std::fs::read_to_string(&repositories).unwrap();
+    std::fs::write(&repositories, "http://127.0.0.1:1/alpine/main\n").unwrap();
+    let out = d.boxc_in(&proj, &["pkg", "update"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot fetch http://127.0.0.1:1/"),
+        "{err}"
+    );
+    std::fs::write(&repositories, kept).unwrap();
 
     // An index signed by a key the environment does not trust: refused; the cached index stays.
     let (stranger, _) = key();
