@@ -36,6 +36,55 @@ fn namespaces_given_by_path_are_joined() {
 }
 
 #[test]
+fn a_box_with_a_new_user_namespace_joins_the_hosts_namespaces_by_path() {
+    if !require_root("a_box_with_a_new_user_namespace_joins_the_hosts_namespaces_by_path") {
+        return;
+    }
+    const BASE: u32 = 310_000;
+    let mut a = Bundle::new("nsjoin-host");
+    let id = a.start_sleeper();
+    let pid = a.pid(&id);
+    let mut b = Bundle::new("nsjoin-userns");
+    b.namespace("user", None);
+    for key in ["/linux/uidMappings", "/linux/gidMappings"] {
+        b.set(
+            key,
+            json!([{ "containerID": 0, "hostID": BASE, "size": 65536 }]),
+        );
+    }
+    for (kind, proc) in [("network", "net"), ("ipc", "ipc")] {
+        b.namespace(kind, Some(&format!("/proc/{pid}/ns/{proc}")));
+    }
+    // An mqueue file system belongs to its IPC namespace's owner (the host's user namespace
+    // here): the box's root may not mount it, as with runc.
+    let mounts: Vec<serde_json::Value> = b
+        .get("/mounts")
+        .expect("mounts")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "mqueue")
+        .cloned()
+        .collect();
+    b.set("/mounts", json!(mounts));
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{BASE}:{BASE}")])
+        .arg(b.rootfs())
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    b.script("for n in net ipc user; do readlink /proc/self/ns/$n; done");
+    let out = b.run_once().ok().stdout;
+    let seen: Vec<&str> = out.lines().collect();
+    for (i, proc) in ["net", "ipc"].iter().enumerate() {
+        let want = fs::read_link(format!("/proc/{pid}/ns/{proc}")).expect("ns of box a");
+        assert_eq!(seen.get(i).copied(), want.to_str(), "{proc}: {out}");
+    }
+    let host_user = fs::read_link("/proc/self/ns/user").expect("own user ns");
+    assert_ne!(seen.get(2).copied(), host_user.to_str(), "{out}");
+}
+
+#[test]
 fn rootful_box_with_a_user_namespace_maps_root_to_a_host_range() {
     if !require_root("rootful_box_with_a_user_namespace_maps_root_to_a_host_range") {
         return;

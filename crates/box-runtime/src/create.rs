@@ -180,7 +180,9 @@ pub fn create_box(
         self_attach: self_attach.as_ref(),
         in_cgroup: std::cell::Cell::new(false),
     };
-    let pid = clone_into(plan.clone_flags, || crate::init::run(&args))?;
+    let pid = crate::namespaces::joined_for(&plan.join_before_clone, || {
+        clone_into(plan.clone_flags, || crate::init::run(&args))
+    })?;
     undo.child = Some(pid);
     // The init waits for our first Go before it changes anything: its namespace is open to us.
     let netns = if plan.clone_flags & libc::CLONE_NEWNET != 0 {

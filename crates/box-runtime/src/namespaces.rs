@@ -19,6 +19,10 @@ pub struct NamespacePlan {
     pub unshare_later: libc::c_int,
     /// Namespaces to join by path in the init (user first, mount last).
     pub join: Vec<(libc::c_int, PathBuf)>,
+    /// Namespaces the runtime joins by path just for the clone of the init, when the box gets
+    /// a new user namespace: once in it, the init would have no rights over namespaces the
+    /// host's user namespace owns (network, IPC, UTS, cgroup, time), as runc joins them first.
+    pub join_before_clone: Vec<(libc::c_int, PathBuf)>,
     /// A pid namespace to join: the runtime process joins it before clone, so the init is born there.
     pub join_pid: Option<PathBuf>,
     /// Whether the box gets a new user namespace.
@@ -109,6 +113,13 @@ impl NamespacePlan {
         }
         plan.join.sort_by_key(|(f, _)| join_rank(*f));
         plan.new_user = plan.clone_flags & libc::CLONE_NEWUSER != 0;
+        if plan.new_user {
+            let (before, in_init): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.join)
+                .into_iter()
+                .partition(|(f, _)| *f != libc::CLONE_NEWNS);
+            plan.join_before_clone = before;
+            plan.join = in_init;
+        }
         plan.new_net = plan.clone_flags & libc::CLONE_NEWNET != 0;
         plan.own_mount = seen & libc::CLONE_NEWNS != 0;
         plan.own_uts = seen & libc::CLONE_NEWUTS != 0;
@@ -121,6 +132,31 @@ impl NamespacePlan {
         }
         Ok(plan)
     }
+}
+
+/// Runs `f` (the clone of the init) with the calling thread in the namespaces `joins`, then
+/// takes the thread back to the ones it had. The process must be single-threaded (as for the
+/// clone itself); mount namespaces are not joined here.
+pub fn joined_for<T>(joins: &[(libc::c_int, PathBuf)], f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut own = Vec::new();
+    for (flag, _) in joins {
+        let path = format!("/proc/thread-self/ns/{}", proc_name(*flag));
+        let file = File::open(&path).ctx(|| format!("cannot open {path}"))?;
+        own.push((*flag, file));
+    }
+    let joined = joins
+        .iter()
+        .try_for_each(|(flag, path)| join_path(*flag, path));
+    let result = joined.and_then(|()| f());
+    for (flag, file) in &own {
+        nix::sched::setns(file.as_fd(), CloneFlags::from_bits_retain(*flag)).ctx(|| {
+            format!(
+                "cannot return to the runtime's own {} namespace",
+                proc_name(*flag)
+            )
+        })?;
+    }
+    result
 }
 
 /// Opens a namespace file and joins it (setns); `flag` checks it is the expected kind.
@@ -209,6 +245,21 @@ mod tests {
         assert_eq!(plan.join[0].0, libc::CLONE_NEWUSER);
         assert_eq!(plan.join[1].0, libc::CLONE_NEWNS);
         assert!(plan.join_pid.is_some());
+    }
+
+    #[test]
+    fn a_new_user_namespace_has_the_others_joined_before_the_clone() {
+        let plan = NamespacePlan::new(&[
+            ns(LinuxNamespaceType::User, None),
+            ns(LinuxNamespaceType::Network, Some("/proc/1/ns/net")),
+            ns(LinuxNamespaceType::Ipc, Some("/proc/1/ns/ipc")),
+            ns(LinuxNamespaceType::Mount, None),
+        ])
+        .expect("plan");
+        assert_eq!(plan.clone_flags, libc::CLONE_NEWUSER | libc::CLONE_NEWNS);
+        let before: Vec<_> = plan.join_before_clone.iter().map(|(f, _)| *f).collect();
+        assert_eq!(before, [libc::CLONE_NEWNET, libc::CLONE_NEWIPC]);
+        assert!(plan.join.is_empty());
     }
 
     #[test]
