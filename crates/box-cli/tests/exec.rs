@@ -29,6 +29,7 @@ fn exec_env_cwd_and_user_flags_apply() {
         return;
     }
     let mut b = Bundle::new("execflags");
+    b.set("/process/user/gid", json!(7));
     let id = b.start_sleeper();
     let out = b
         .raw(&[
@@ -46,6 +47,11 @@ fn exec_env_cwd_and_user_flags_apply() {
         ])
         .ok();
     assert_eq!(out.stdout, "val\n/tmp\n1000\n1000\n");
+    // A uid alone keeps the box's gid, as with runc.
+    let out = b
+        .raw(&["exec", "--user", "1000", &id, "sh", "-c", "id -u; id -g"])
+        .ok();
+    assert_eq!(out.stdout, "1000\n7\n");
 }
 
 #[test]

@@ -172,3 +172,26 @@ fn proc_dev_and_shm_are_mounted() {
     // No host mounts leak in (e.g. the host's /tmp or /work).
     assert!(!out.lines().any(|l| l.starts_with("/work")), "{out}");
 }
+
+#[test]
+fn rootfs_and_mount_propagation_are_applied() {
+    if !require_root("rootfs_and_mount_propagation_are_applied") {
+        return;
+    }
+    let mut b = Bundle::new("propagation");
+    b.set("/linux/rootfsPropagation", json!("shared"));
+    b.add_mount(
+        json!({ "destination": "/data1", "type": "tmpfs", "source": "tmpfs",
+        "options": ["shared"] }),
+    );
+    b.add_mount(
+        json!({ "destination": "/data2", "type": "tmpfs", "source": "tmpfs",
+        "options": ["private"] }),
+    );
+    // mountinfo: field 5 is the mount point; optional fields up to "-" name the peer group.
+    b.script("awk '$5==\"/\" || $5==\"/data1\" || $5==\"/data2\" {tag=\"private\"; for (i=7; $i!=\"-\"; i++) if ($i ~ /^shared:/) tag=\"shared\"; print $5, tag}' /proc/self/mountinfo");
+    let out = b.run_once().ok().stdout;
+    for want in ["/ shared", "/data1 shared", "/data2 private"] {
+        assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
+    }
+}

@@ -160,6 +160,10 @@ fn personality_linux32_reports_a_32_bit_machine() {
         return;
     }
     if std::env::consts::ARCH != "x86_64" {
+        skip(
+            "personality_linux32_reports_a_32_bit_machine",
+            "LINUX32 is checked on x86_64 only",
+        );
         return;
     }
     let mut b = Bundle::new("persona");
@@ -227,4 +231,25 @@ fn errors_go_to_the_log_file_as_json() {
     );
     assert!(last["time"].is_string(), "{text}");
     assert!(b.state(&id).is_none(), "nothing left behind");
+}
+
+#[test]
+fn a_cgroup_namespace_makes_the_box_cgroup_its_root() {
+    if !require_root("a_cgroup_namespace_makes_the_box_cgroup_its_root") {
+        return;
+    }
+    let mut b = Bundle::new("cgroupns");
+    b.namespace("cgroup", None);
+    b.script("readlink /proc/self/ns/cgroup; cat /proc/self/cgroup");
+    let out = b.run_once().ok().stdout;
+    let mut lines = out.lines();
+    let host = fs::read_link("/proc/self/ns/cgroup").expect("own cgroup ns");
+    assert_ne!(lines.next(), host.to_str(), "{out}");
+    // Every hierarchy's path starts at the box's own cgroup.
+    let paths: Vec<&str> = lines.collect();
+    assert!(!paths.is_empty(), "{out}");
+    assert!(paths.iter().all(|l| l.ends_with(":/")), "{out}");
+    // Outside, the same box cgroup has a real path.
+    let own = fs::read_to_string("/proc/self/cgroup").expect("own cgroups");
+    assert!(own.lines().any(|l| !l.ends_with(":/")), "{own}");
 }

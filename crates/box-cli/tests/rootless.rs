@@ -6,6 +6,7 @@ mod support;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
@@ -155,7 +156,12 @@ fn rootless_box_uses_a_delegated_cgroup_for_its_limits() {
         return;
     }
     let Some(own) = cgroup_of("self", "pids") else {
-        return; // cgroup v2-only host: delegation is a subtree chown there, covered by unit tests
+        // A cgroup v2-only host: delegation is a subtree chown there, covered by unit tests.
+        skip(
+            "rootless_box_uses_a_delegated_cgroup_for_its_limits",
+            "no cgroup v1 pids hierarchy",
+        );
+        return;
     };
     let user = test_user();
     let mut b = Bundle::rootless("rldeleg");
@@ -189,4 +195,44 @@ fn rootless_box_uses_a_delegated_cgroup_for_its_limits() {
         !parent.join(&id).exists(),
         "the box's cgroup is removed when it is deleted"
     );
+}
+
+#[test]
+fn rootless_kill_all_without_a_cgroup_reaches_every_process_of_the_box() {
+    if !require_root("rootless_kill_all_without_a_cgroup_reaches_every_process_of_the_box") {
+        return;
+    }
+    let mut b = Bundle::rootless("rlkillall");
+    // A box's init has no handler for USR1, so the kernel keeps it from the init (pid 1 of
+    // its namespace); the other process dies of it.
+    b.script("sleep 1000 & exec sleep 1001");
+    let id = b.start_sleeper();
+    let pids = || -> Vec<i32> {
+        let out = b.raw(&["ps", "--format", "json", &id]).ok();
+        serde_json::from_str(&out.stdout).expect("ps json")
+    };
+    wait_for(Duration::from_secs(5), "the box's second process", || {
+        (pids().len() >= 2).then_some(())
+    });
+    let init = b.pid(&id);
+    let other = *pids()
+        .iter()
+        .find(|p| **p != init)
+        .expect("a second process");
+    b.raw(&["kill", "--all", &id, "USR1"]).ok();
+    let gone = |pid: i32| match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+    };
+    wait_for(Duration::from_secs(5), "the second process to die", || {
+        gone(other).then_some(())
+    });
+    assert_eq!(b.status(&id).as_deref(), Some("running"));
+    b.raw(&["kill", "--all", &id, "KILL"]).ok();
+    b.wait_status(&id, "stopped");
 }

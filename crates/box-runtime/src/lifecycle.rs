@@ -187,6 +187,9 @@ impl Runtime {
         if record.status(&self.root) == Status::Stopped {
             return Err(Error::WrongState("container not running".into()));
         }
+        if all {
+            signal_pid_namespace(&record, sig);
+        }
         signal_init(&record, sig)
     }
 
@@ -227,6 +230,7 @@ impl Runtime {
             // A frozen box cannot die: thaw after signalling.
             cg.signal_all(Signal::SIGKILL)?;
         } else {
+            signal_pid_namespace(record, Signal::SIGKILL);
             let _ = signal_init(record, Signal::SIGKILL);
         }
         let _ = waitpid(
@@ -321,6 +325,23 @@ impl Runtime {
         } else {
             Vec::new()
         })
+    }
+}
+
+/// Without a cgroup (rootless, no delegation): signals every process of the box but its init
+/// (see [`pid_namespace_members`]), when the box has a pid namespace of its own; a box sharing
+/// the runtime's has no members to tell from the host's processes, so only its init is signalled.
+fn signal_pid_namespace(record: &BoxRecord, sig: Signal) {
+    let theirs = std::fs::read_link(format!("/proc/{}/ns/pid", record.pid));
+    let ours = std::fs::read_link("/proc/self/ns/pid");
+    match (theirs, ours) {
+        (Ok(t), Ok(o)) if t != o => {}
+        _ => return,
+    }
+    for pid in pid_namespace_members(record.pid) {
+        if pid != record.pid {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        }
     }
 }
 

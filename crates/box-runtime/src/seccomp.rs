@@ -1062,6 +1062,52 @@ mod tests {
     }
 
     #[test]
+    fn load_trap_log_and_trace_actions_behave_as_the_kernel_defines_them() {
+        // trap: the process gets SIGSYS (no handler here, so it dies of it).
+        let trap = compiled(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW",
+                "syscalls":[{"names":["getppid"],"action":"SCMP_ACT_TRAP"}]}"#,
+        );
+        let status = load_then(&trap, || {
+            // SAFETY: getppid has no arguments and no side effects.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            0
+        });
+        assert!(
+            matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
+            "trap: expected SIGSYS, got {status:?}"
+        );
+        // log: the call is allowed (and logged).
+        let log = compiled(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW",
+                "syscalls":[{"names":["getppid"],"action":"SCMP_ACT_LOG"}]}"#,
+        );
+        let status = load_then(&log, || {
+            // SAFETY: getppid has no arguments and no side effects.
+            let ppid = unsafe { libc::syscall(libc::SYS_getppid) };
+            i32::from(ppid <= 0)
+        });
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "log: got {status:?}"
+        );
+        // trace with no tracer attached: the call fails with ENOSYS.
+        let trace = compiled(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW",
+                "syscalls":[{"names":["getppid"],"action":"SCMP_ACT_TRACE"}]}"#,
+        );
+        let status = load_then(&trace, || {
+            // SAFETY: getppid has no arguments and no side effects.
+            let rc = unsafe { libc::syscall(libc::SYS_getppid) };
+            i32::from(!(rc == -1 && errno() == libc::ENOSYS))
+        });
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "trace: got {status:?}"
+        );
+    }
+
+    #[test]
     fn load_kill_default_allows_only_the_allowlist() {
         let json = r#"{"defaultAction":"SCMP_ACT_KILL_PROCESS",
             "syscalls":[{"names":["getpid","exit","exit_group"],"action":"SCMP_ACT_ALLOW"}]}"#;
@@ -1089,23 +1135,25 @@ mod tests {
 
     #[test]
     fn load_without_no_new_privs_or_cap_sys_admin_fails_clearly() {
-        // Only meaningful without CAP_SYS_ADMIN; with it the load succeeds.
-        if caps::has_cap(
-            None,
-            caps::CapSet::Effective,
-            caps::Capability::CAP_SYS_ADMIN,
-        )
-        .unwrap_or(true)
-        {
-            return;
-        }
         let p = compiled(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
-        let status = run(|| match p.load() {
-            Err(SeccompError::Load {
-                errno: libc::EACCES,
-                ..
-            }) => 0,
-            _ => 1,
+        // As root, the child gives up CAP_SYS_ADMIN first (with it the load succeeds).
+        let status = run(|| {
+            if caps::drop(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_ADMIN,
+            )
+            .is_err()
+            {
+                return 2;
+            }
+            match p.load() {
+                Err(SeccompError::Load {
+                    errno: libc::EACCES,
+                    ..
+                }) => 0,
+                _ => 1,
+            }
         });
         exited(status, 0);
         let msg = SeccompError::Load {

@@ -230,7 +230,7 @@ pub struct ExecArgs {
     /// SELinux label (accepted; SELinux is not applied by Box yet).
     #[arg(long)]
     pub process_label: Option<String>,
-    /// Exec even into a paused box (accepted).
+    /// Accepted for runc's sake; exec into a paused box is refused either way (resume it first).
     #[arg(long)]
     pub ignore_paused: bool,
     /// The box id.

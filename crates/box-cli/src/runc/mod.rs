@@ -158,12 +158,16 @@ fn exec_process_from_flags(rt: &Runtime, a: &ExecArgs) -> Result<oci_spec::runti
         p["cwd"] = json!(cwd);
     }
     if let Some(user) = &a.user {
+        // As runc: a uid alone keeps the box's gid.
+        let bad = || format!("--user takes uid[:gid] (numbers), not {user}");
         let (uid, gid) = match user.split_once(':') {
-            Some((u, g)) => (u.parse::<u32>()?, g.parse::<u32>()?),
-            None => (user.parse::<u32>().context("--user takes uid[:gid]")?, 0),
+            Some((u, g)) => (u, Some(g)),
+            None => (user.as_str(), None),
         };
-        p["user"]["uid"] = json!(uid);
-        p["user"]["gid"] = json!(gid);
+        p["user"]["uid"] = json!(uid.parse::<u32>().with_context(bad)?);
+        if let Some(g) = gid {
+            p["user"]["gid"] = json!(g.parse::<u32>().with_context(bad)?);
+        }
     }
     if !a.additional_gids.is_empty() {
         p["user"]["additionalGids"] = json!(a.additional_gids);

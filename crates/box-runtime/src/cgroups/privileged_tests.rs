@@ -27,6 +27,14 @@ fn privileged(test: &str) -> bool {
     false
 }
 
+/// Skips a test for `why` (not for want of root); a failure under BOX_REQUIRE_PRIVILEGED=1.
+fn skip(test: &str, why: &str) {
+    if std::env::var("BOX_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test} cannot run: {why} (BOX_REQUIRE_PRIVILEGED=1 forbids skipping it)");
+    }
+    eprintln!("skipping {test}: {why}");
+}
+
 fn unique_id(tag: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -320,8 +328,10 @@ fn privileged_v2_device_program_denies_dev_null_but_not_dev_zero() {
         return;
     }
     let Some(host) = cgroup2_host() else {
-        eprintln!("skipping: no cgroup2 mount");
-        return;
+        return skip(
+            "privileged_v2_device_program_denies_dev_null_but_not_dev_zero",
+            "no cgroup2 mount",
+        );
     };
     let id = unique_id("bpf");
     let mut cg = Cgroup::for_box_on(&host, None, &id).expect("placed");
@@ -374,8 +384,7 @@ fn privileged_v2_freeze_and_cgroup_kill() {
         return;
     }
     let Some(host) = cgroup2_host() else {
-        eprintln!("skipping: no cgroup2 mount");
-        return;
+        return skip("privileged_v2_freeze_and_cgroup_kill", "no cgroup2 mount");
     };
     let mut cg =
         Cgroup::for_box_on(&host, Some(Path::new(&unique_id("v2kill"))), "v2kill").expect("placed");
