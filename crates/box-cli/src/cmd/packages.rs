@@ -1,8 +1,9 @@
 //! `box pkg add|del|list|search|update|info`: Alpine packages installed from the host side into
 //! a `.box/` environment or a box. The package manager works on a thread confined to the
 //! target's root (its own chroot: symlinks inside cannot lead to the host), downloading through
-//! threads that keep the host's root. Package scripts run inside: in a running box through
-//! `box exec`, otherwise under the same chroot (as `apk --root` runs them).
+//! threads that keep the host's root. Package scripts run inside: in an environment through
+//! `box enter`, in a running box through `box exec`, in a stopped box under the same chroot (as
+//! `apk --root` runs them).
 
 use std::ffi::OsStr;
 use std::io::Write;
