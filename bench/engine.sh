@@ -12,7 +12,7 @@
 #   sudo BOX_PEER_VIEW=$PWD/../shared/tools/peer-view bench/engine.sh     # RUNS=40 WARMUP=5
 #   sudo BOX_BIN=/usr/local/bin/box RUNS=100 bench/engine.sh
 #
-# `box` and `box-supervisor` are release builds (`cargo build --release`, or BOX_BIN and the
+# `box` and `box-supervisor` are release builds (scripts/build-release.sh, or BOX_BIN and the
 # box-supervisor next to it) installed side by side and immutable (as
 # scripts/install.sh does: no protective re-exec; BOX_BENCH_MUTABLE=1 measures the re-exec path).
 # podman has a private --root/--runroot/--tmpdir, the cgroupfs manager and file events; with
@@ -40,8 +40,7 @@ done
 
 if [ -z "${BOX_BIN:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-    (cd "$HERE/.." && cargo build --release --bin box --bin box-supervisor >&2)
-    BOX_BIN="$CARGO_TARGET_DIR/release/box"
+    BOX_BIN="$("$HERE/../scripts/build-release.sh" box box-supervisor)/box"
 fi
 SUPERVISOR_BIN="$(dirname "$BOX_BIN")/box-supervisor"
 [ -x "$SUPERVISOR_BIN" ] || { echo "missing $SUPERVISOR_BIN (it must sit next to box)" >&2; exit 1; }

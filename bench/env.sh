@@ -20,8 +20,7 @@ for tool in hyperfine jq busybox unshare chroot; do
 done
 if [ -z "${BOX_BIN:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-    (cd "$HERE/.." && cargo build --release --bin box >&2)
-    BOX_BIN="$CARGO_TARGET_DIR/release/box"
+    BOX_BIN="$("$HERE/../scripts/build-release.sh" box)/box"
 fi
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/results" "$BENCH_DIR/proj" "$BENCH_DIR/init"

@@ -36,8 +36,7 @@ done
 id "$BENCH_USER" >/dev/null 2>&1 || { echo "no user $BENCH_USER (BENCH_USER=…)" >&2; exit 1; }
 if [ -z "${BOX_BIN:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-    (cd "$HERE/.." && cargo build --release --bin box --bin box-supervisor >&2)
-    BOX_BIN="$CARGO_TARGET_DIR/release/box"
+    BOX_BIN="$("$HERE/../scripts/build-release.sh" box box-supervisor)/box"
 fi
 
 P="$BENCH_DIR/podman"

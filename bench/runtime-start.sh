@@ -26,8 +26,7 @@ done
 
 if [ -z "${BOX_RUNC:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/box-target}"
-    (cd "$HERE/.." && cargo build --release --bin box-runc >&2)
-    BOX_RUNC="$CARGO_TARGET_DIR/release/box-runc"
+    BOX_RUNC="$("$HERE/../scripts/build-release.sh" box-runc)/box-runc"
 fi
 
 # The rootless user, as the test harness makes it.

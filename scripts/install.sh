@@ -15,15 +15,15 @@ BINDIR="${BINDIR:-/usr/local/bin}"
 # Every binary built and installed; box-supervisor must sit next to box (the lean image of a
 # box's supervisor, see docs/engine.md).
 BINS="box box-runc box-supervisor"
-# shellcheck disable=SC2046 # one --bin per name
-cargo build --release $(printf -- '--bin %s ' $BINS)
+# shellcheck disable=SC2086 # one argument per name
+OUT=$(./scripts/build-release.sh $BINS)
 mkdir -p "$BINDIR"
 for bin in $BINS; do
     # Immutable once installed: no box can ever open a binary that makes or enters boxes for
     # writing (CVE-2019-5736), and box-runc then needs no protective re-exec at start. Upgrades
     # clear the flag first.
     [ -e "$BINDIR/$bin" ] && chattr -i "$BINDIR/$bin" 2>/dev/null || true
-    install -m 0755 "$CARGO_TARGET_DIR/release/$bin" "$BINDIR/$bin"
+    install -m 0755 "$OUT/$bin" "$BINDIR/$bin"
     chattr +i "$BINDIR/$bin" 2>/dev/null || echo "install.sh: cannot chattr +i $bin here; box-runc then protects itself by re-executing read-only" >&2
 done
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (what .ci/run runs): build, every test (root and rootless), clippy, rustfmt.
+# The one test command (what .ci/run runs): build, every test (root and rootless), the release
+# binaries as installed, clippy, rustfmt.
 #   sudo ./scripts/test.sh            # as root: privileged tests may not be skipped
 #   ./scripts/test.sh -- lifecycle    # extra args go to `cargo test` (e.g. a test name filter)
 set -euo pipefail
@@ -18,6 +19,17 @@ THREADS="${BOX_TEST_THREADS:-2}"
 [ "${1:-}" = "--" ] && shift
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast -- --test-threads="$THREADS" "$@"
+# The release binaries as scripts/install.sh builds them (static where it can): a box through
+# the engine, an environment entered, box-runc answering. Skipped when tests are filtered.
+if [ $# -eq 0 ]; then
+    REL=$(./scripts/build-release.sh)
+    SMOKE=$(mktemp -d /tmp/bxsmoke.XXXXXX)
+    trap 'rm -rf "$SMOKE"' EXIT
+    [ "$("$REL/box" --root "$SMOKE/data" run --rm --network none host echo smoke)" = smoke ]
+    "$REL/box" init -C "$SMOKE" >/dev/null
+    [ "$("$REL/box" enter -C "$SMOKE" -- sh -c 'echo $BOX_ENV')" = "$(basename "$SMOKE")" ]
+    "$REL/box-runc" --version >/dev/null
+fi
 cargo clippy --workspace --all-targets -- -D warnings
 cargo fmt --all -- --check
 echo "test.sh: all checks passed"

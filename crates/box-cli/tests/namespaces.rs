@@ -35,6 +35,24 @@ fn namespaces_given_by_path_are_joined() {
     assert_ne!(seen.get(3).copied(), a_mnt.to_str(), "{out}");
 }
 
+/// Gives `b` a new user namespace mapping its root to host ids `base`.. (65536 of them), and
+/// its rootfs to that root, as with any user-namespaced box.
+fn map_root_to(b: &mut Bundle, base: u32) {
+    b.namespace("user", None);
+    for key in ["/linux/uidMappings", "/linux/gidMappings"] {
+        b.set(
+            key,
+            json!([{ "containerID": 0, "hostID": base, "size": 65536 }]),
+        );
+    }
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{base}:{base}")])
+        .arg(b.rootfs())
+        .status()
+        .expect("chown");
+    assert!(status.success());
+}
+
 #[test]
 fn a_box_with_a_new_user_namespace_joins_the_hosts_namespaces_by_path() {
     if !require_root("a_box_with_a_new_user_namespace_joins_the_hosts_namespaces_by_path") {
@@ -45,13 +63,7 @@ fn a_box_with_a_new_user_namespace_joins_the_hosts_namespaces_by_path() {
     let id = a.start_sleeper();
     let pid = a.pid(&id);
     let mut b = Bundle::new("nsjoin-userns");
-    b.namespace("user", None);
-    for key in ["/linux/uidMappings", "/linux/gidMappings"] {
-        b.set(
-            key,
-            json!([{ "containerID": 0, "hostID": BASE, "size": 65536 }]),
-        );
-    }
+    map_root_to(&mut b, BASE);
     for (kind, proc) in [("network", "net"), ("ipc", "ipc")] {
         b.namespace(kind, Some(&format!("/proc/{pid}/ns/{proc}")));
     }
@@ -67,12 +79,6 @@ fn a_box_with_a_new_user_namespace_joins_the_hosts_namespaces_by_path() {
         .cloned()
         .collect();
     b.set("/mounts", json!(mounts));
-    let status = std::process::Command::new("chown")
-        .args(["-R", &format!("{BASE}:{BASE}")])
-        .arg(b.rootfs())
-        .status()
-        .expect("chown");
-    assert!(status.success());
     b.script("for n in net ipc user; do readlink /proc/self/ns/$n; done");
     let out = b.run_once().ok().stdout;
     let seen: Vec<&str> = out.lines().collect();
@@ -91,22 +97,7 @@ fn rootful_box_with_a_user_namespace_maps_root_to_a_host_range() {
     }
     const BASE: u32 = 300_000;
     let mut b = Bundle::new("userns");
-    b.namespace("user", None);
-    b.set(
-        "/linux/uidMappings",
-        json!([{ "containerID": 0, "hostID": BASE, "size": 65536 }]),
-    );
-    b.set(
-        "/linux/gidMappings",
-        json!([{ "containerID": 0, "hostID": BASE, "size": 65536 }]),
-    );
-    // The rootfs must belong to the mapped root, as with any user-namespaced box.
-    let status = std::process::Command::new("chown")
-        .args(["-R", &format!("{BASE}:{BASE}")])
-        .arg(b.rootfs())
-        .status()
-        .expect("chown");
-    assert!(status.success());
+    map_root_to(&mut b, BASE);
     b.script("id -u; id -g; cat /proc/self/uid_map; touch /tmp/made-inside");
     let out = b.run_once().ok().stdout;
     let lines: Vec<&str> = out.lines().collect();
