@@ -78,7 +78,8 @@ pub fn extract(data: &[u8], root: &Path) -> Result<Vec<(String, String)>> {
                 "entry {path} would leave the root"
             )));
         }
-        if kind.is_file() {
+        // A hard link is recorded as the file it names, with that file's checksum (as apk does).
+        if kind.is_file() || kind.is_hard_link() {
             let content = fs::read(root.join(&path)).map_err(io(format!("cannot read {path}")))?;
             files.push((path, q1(&content)));
         } else if kind.is_symlink() {
@@ -190,6 +191,8 @@ fn write_scripts(root: &Path, scripts: &[(String, Vec<u8>)]) -> Result<()> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, body) in scripts {
         let mut h = tar::Header::new_gnu();
+        // apk-tools reads only entries typed as regular files.
+        h.set_entry_type(tar::EntryType::Regular);
         h.set_size(body.len() as u64);
         h.set_mode(0o755);
         h.set_cksum();
@@ -261,6 +264,10 @@ pub fn install(
         checked.push((pkg, apk));
     }
     let mut db = read_installed(root)?;
+    // apk-tools refuses a root without a world file: one exists before anything changes.
+    if !root.join(WORLD).exists() {
+        write_atomically(root, WORLD, &installed::write_world(&read_world(root)?))?;
+    }
     for (pkg, apk) in checked {
         let upgrade = db.iter().any(|ip| ip.package.name == pkg.name);
         let (pre, post) = if upgrade {
@@ -493,6 +500,31 @@ mod tests {
         assert!(!root.join(INSTALLED).exists());
         let _ = fs::remove_dir_all(&root);
     }
+
+    #[test]
+    fn a_hard_link_is_recorded_as_the_file_it_names() {
+        let root = std::env::temp_dir().join(format!("box-pkg-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "usr/bin/one", &b"hello"[..]).unwrap();
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Link);
+        l.set_size(0);
+        b.append_link(&mut l, "usr/bin/two", "usr/bin/one").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+        let files = extract(&gz.finish().unwrap(), &root).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[1].0, "usr/bin/two");
+        assert_eq!(files[0].1, files[1].1);
+        assert_eq!(fs::read(root.join("usr/bin/two")).unwrap(), b"hello");
+        let _ = fs::remove_dir_all(&root);
+    }
 }
 
 #[cfg(test)]
@@ -540,6 +572,14 @@ mod script_tests {
         // Kept for the removal, run around it.
         let stored = read_scripts(&root).unwrap();
         assert_eq!(stored.len(), 4, "{stored:?}");
+        // Typed as regular files: apk-tools skips any other entry of scripts.tar.
+        let tar = fs::read(root.join(SCRIPTS)).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        for e in archive.entries().unwrap() {
+            assert_eq!(e.unwrap().header().entry_type(), tar::EntryType::Regular);
+        }
+        // A world file exists (apk-tools refuses a root without one).
+        assert!(root.join(WORLD).exists());
         seen.borrow_mut().clear();
         uninstall(&root, &["s".to_string()], &[], &runner).unwrap();
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The installed database in apk-tools' own format (`/lib/apk/db/installed`), so that `apk
 //! info` inside an Alpine root agrees with Box: one record per package with its index fields,
-//! then its files — `F:dir` for each directory, `R:name` for each file in the last `F:`
-//! directory, `Z:Q1…` the file's SHA-1 (base64) — and `/etc/apk/world`, the requested atoms.
+//! then its files — `F:dir` for each directory (a bare `F:` for the top one), `R:name` for each
+//! file in the last `F:` directory, `Z:Q1…` the file's SHA-1 (base64) — and `/etc/apk/world`,
+//! the requested atoms.
 
 use std::fmt::Write as _;
 
@@ -74,7 +75,8 @@ pub fn write(packages: &[InstalledPackage]) -> String {
         for d in &dirs {
             let mut first = true;
             for (path, sum) in ip.files.iter().filter(|(p, _)| split(p).0 == *d) {
-                if first && !d.is_empty() {
+                // apk-tools reads `R:` only under an `F:`: the top directory is a bare `F:`.
+                if first {
                     let _ = writeln!(out, "F:{d}");
                 }
                 first = false;
@@ -154,6 +156,11 @@ mod tests {
         }];
         let text = write(&db);
         assert!(text.contains("P:hello\nV:1.0-r0\n"), "{text}");
+        // A file at the top sits under a bare `F:` (apk-tools reads `R:` only under an `F:`).
+        assert!(
+            text.contains("p:cmd:hello=1.0-r0\nF:\nR:README\nF:usr/bin\n"),
+            "{text}"
+        );
         assert!(
             text.contains("F:usr/bin\nR:hello\nZ:Q1AAA=\nR:hi\nZ:Q1BBB=\nF:etc\nR:hello.conf\n"),
             "{text}"
