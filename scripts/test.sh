@@ -23,11 +23,13 @@ cargo test --workspace --no-fail-fast -- --test-threads="$THREADS" "$@"
 # the engine, an environment entered, box-runc answering. Skipped when tests are filtered.
 if [ $# -eq 0 ]; then
     REL=$(./scripts/build-release.sh)
-    SMOKE=$(mktemp -d /tmp/bxsmoke.XXXXXX)
+    # A short data dir: attach sockets live below it (unix socket paths are short).
+    SMOKE=$(mktemp -d /tmp/bxXXXX)
     trap 'rm -rf "$SMOKE"' EXIT
-    [ "$("$REL/box" --root "$SMOKE/data" run --rm --network none host echo smoke)" = smoke ]
-    "$REL/box" init -C "$SMOKE" >/dev/null
-    [ "$("$REL/box" enter -C "$SMOKE" -- sh -c 'echo $BOX_ENV')" = "$(basename "$SMOKE")" ]
+    [ "$("$REL/box" --root "$SMOKE/d" run --rm --network none host echo smoke)" = smoke ]
+    mkdir "$SMOKE/proj"
+    "$REL/box" init -C "$SMOKE/proj" >/dev/null
+    [ "$("$REL/box" enter -C "$SMOKE/proj" -- sh -c 'echo $BOX_ENV')" = proj ]
     "$REL/box-runc" --version >/dev/null
 fi
 cargo clippy --workspace --all-targets -- -D warnings

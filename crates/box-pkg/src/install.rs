@@ -15,7 +15,7 @@ use sha1::{Digest, Sha1};
 use crate::apk::read_apk;
 use crate::atom::Atom;
 use crate::index::Package;
-use crate::installed::{self, InstalledPackage, INSTALLED, WORLD};
+use crate::installed::{self, InstalledPackage, INSTALLED, TRIGGERS, WORLD};
 use crate::{PkgError, Result};
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> PkgError {
@@ -42,9 +42,29 @@ fn clean(raw: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// Extracts a package's data member into `root`; (path, `Q1` checksum) of each file and symlink.
-pub fn extract(data: &[u8], root: &Path) -> Result<Vec<(String, String)>> {
-    let mut files = Vec::new();
+/// What extracting a package put in place.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    /// (path, `Q1` checksum) of each file, hard link and symlink, in order.
+    pub files: Vec<(String, String)>,
+    /// Each directory the package ships, with its apk ACL when not root's 0755.
+    pub dirs: Vec<(String, Option<String>)>,
+    /// The apk ACL (`uid:gid:mode`) of each file that is not root's 0644.
+    pub file_acls: Vec<(String, String)>,
+}
+
+/// apk's ACL text of an entry: `uid:gid:mode` (mode in octal), `None` when it is `default`.
+fn acl(header: &tar::Header, default: u32) -> Option<String> {
+    let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+    let mode = header.mode().unwrap_or(default) & 0o7777;
+    (uid != 0 || gid != 0 || mode != default).then(|| format!("{uid}:{gid}:{mode:o}"))
+}
+
+/// Extracts a package's data member into `root`: files, hard links and symlinks with their `Q1`
+/// checksums, directories and permissions as apk records them. Entries named `.keep_*` are
+/// skipped, as apk skips them.
+pub fn extract(data: &[u8], root: &Path) -> Result<Extracted> {
+    let mut out = Extracted::default();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(data));
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
@@ -63,12 +83,20 @@ pub fn extract(data: &[u8], root: &Path) -> Result<Vec<(String, String)>> {
                 raw.display()
             )));
         };
+        if path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(".keep_"))
+        {
+            continue;
+        }
         let kind = entry.header().entry_type();
         let link = entry
             .link_name()
             .ok()
             .flatten()
             .map(|l| l.to_string_lossy().into_owned());
+        let header = entry.header().clone();
         // unpack_in refuses paths that leave `root`, through `..` or through symlinks.
         let inside = entry
             .unpack_in(root)
@@ -81,12 +109,18 @@ pub fn extract(data: &[u8], root: &Path) -> Result<Vec<(String, String)>> {
         // A hard link is recorded as the file it names, with that file's checksum (as apk does).
         if kind.is_file() || kind.is_hard_link() {
             let content = fs::read(root.join(&path)).map_err(io(format!("cannot read {path}")))?;
-            files.push((path, q1(&content)));
+            if let Some(a) = acl(&header, 0o644) {
+                out.file_acls.push((path.clone(), a));
+            }
+            out.files.push((path, q1(&content)));
         } else if kind.is_symlink() {
-            files.push((path, q1(link.unwrap_or_default().as_bytes())));
+            out.files
+                .push((path, q1(link.unwrap_or_default().as_bytes())));
+        } else if kind.is_dir() {
+            out.dirs.push((path, acl(&header, 0o755)));
         }
     }
-    Ok(files)
+    Ok(out)
 }
 
 /// Removes `files` (paths under `root`) except those in `keep` (owned by another package),
@@ -118,13 +152,22 @@ pub fn remove_files(root: &Path, files: &[(String, String)], keep: &HashSet<&str
     Ok(())
 }
 
-/// The installed database of `root` (empty when there is none).
+/// The installed database of `root` (empty when there is none), with the packages' triggers.
 pub fn read_installed(root: &Path) -> Result<Vec<InstalledPackage>> {
-    match fs::read_to_string(root.join(INSTALLED)) {
-        Ok(text) => installed::parse(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(PkgError::Io(format!("cannot read {INSTALLED}: {e}"))),
-    }
+    let read = |rel: &str| match fs::read_to_string(root.join(rel)) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(PkgError::Io(format!("cannot read {rel}: {e}"))),
+    };
+    let mut db = installed::parse(&read(INSTALLED)?)?;
+    installed::parse_triggers(&mut db, &read(TRIGGERS)?);
+    Ok(db)
+}
+
+/// Writes the installed database of `root` and its triggers file.
+fn write_installed(root: &Path, db: &[InstalledPackage]) -> Result<()> {
+    write_atomically(root, INSTALLED, &installed::write(db))?;
+    write_atomically(root, TRIGGERS, &installed::write_triggers(db))
 }
 
 /// The world of `root` (empty when there is none).
@@ -279,21 +322,35 @@ pub fn install(
         if let Some((name, body)) = script(pre) {
             run_script(pkg, name, body)?;
         }
-        let files = extract(apk.data, root)?;
+        let extracted = extract(apk.data, root)?;
         // An upgrade: the old version's files that the new one no longer has go.
         let mut old_stem = None;
         if let Some(old) = db.iter().position(|ip| ip.package.name == pkg.name) {
             let old = db.remove(old);
-            let new: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+            let new: HashSet<&str> = extracted.files.iter().map(|(p, _)| p.as_str()).collect();
             remove_files(root, &old.files, &new)?;
             old_stem = Some(format!("{}.", old.package.file_stem()));
         }
+        // `.PKGINFO` keys, all values of a repeated one in a list.
+        let info = |key: &str| {
+            apk.pkginfo
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         db.push(InstalledPackage {
             package: pkg.clone(),
-            files,
+            files: extracted.files,
+            dirs: extracted.dirs,
+            file_acls: extracted.file_acls,
+            replaces: info("replaces"),
+            replaces_priority: info("replaces_priority"),
+            triggers: info("triggers"),
         });
         // After each package: the database never names files that are not in place.
-        write_atomically(root, INSTALLED, &installed::write(&db))?;
+        write_installed(root, &db)?;
         // Its scripts are kept (apk's way) for its removal; an older version's go.
         let mut stored = read_scripts(root)?;
         let had = stored.len();
@@ -366,10 +423,22 @@ pub fn uninstall(
         .iter()
         .flat_map(|ip| ip.files.iter().map(|(p, _)| p.as_str()))
         .collect();
-    write_atomically(root, INSTALLED, &installed::write(&kept))?;
+    write_installed(root, &kept)?;
     write_atomically(root, WORLD, &installed::write_world(world))?;
+    let kept_dirs: HashSet<&str> = kept
+        .iter()
+        .flat_map(|ip| ip.dirs.iter().map(|(d, _)| d.as_str()))
+        .collect();
     for ip in &gone {
         remove_files(root, &ip.files, &owned)?;
+        // The directories it shipped go too when empty and no other package has them.
+        let mut dirs: Vec<&str> = ip.dirs.iter().map(|(d, _)| d.as_str()).collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        for d in dirs.into_iter().filter(|d| !kept_dirs.contains(d)) {
+            if clean(Path::new(d)).is_some() {
+                let _ = fs::remove_dir(root.join(d));
+            }
+        }
         if let Some(body) = stored_script(&stored, &ip.package, "post-deinstall") {
             run_script(&ip.package, ".post-deinstall", body)?;
         }
@@ -518,10 +587,16 @@ mod tests {
         b.append_link(&mut l, "usr/bin/two", "usr/bin/one").unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
-        let files = extract(&gz.finish().unwrap(), &root).unwrap();
+        let got = extract(&gz.finish().unwrap(), &root).unwrap();
+        let files = &got.files;
         assert_eq!(files.len(), 2, "{files:?}");
         assert_eq!(files[1].0, "usr/bin/two");
         assert_eq!(files[0].1, files[1].1);
+        // 0755 is not a file's default (0644): apk records it.
+        assert_eq!(
+            got.file_acls[0],
+            ("usr/bin/one".to_string(), "0:0:755".into())
+        );
         assert_eq!(fs::read(root.join("usr/bin/two")).unwrap(), b"hello");
         let _ = fs::remove_dir_all(&root);
     }
