@@ -1,8 +1,9 @@
 //! The text of an APKINDEX (and of `/lib/apk/db/installed`, which uses the same records):
 //! records separated by blank lines, one `X:value` field per line. Fields kept: `C` (control
 //! checksum), `P` name, `V` version, `A` arch, `S` size, `I` installed size, `T` description,
-//! `U` url, `L` license, `o` origin, `D` dependencies, `p` provides, `i` install_if, `k` provider
-//! priority; others are ignored, as apk ignores fields it does not know.
+//! `U` url, `L` license, `o` origin, `m` maintainer, `t` build time, `c` commit, `D`
+//! dependencies, `p` provides, `i` install_if, `k` provider priority; others are ignored, as apk
+//! ignores fields it does not know.
 
 use crate::atom::{parse_list, Atom};
 use crate::version::Version;
@@ -31,6 +32,12 @@ pub struct Package {
     pub license: String,
     /// `o:`
     pub origin: String,
+    /// `m:`: the maintainer.
+    pub maintainer: String,
+    /// `t:`: build time (seconds since the epoch).
+    pub build_time: String,
+    /// `c:`: the source commit.
+    pub commit: String,
     /// `D:`
     pub depends: Vec<Atom>,
     /// `p:`: names it provides (with a version after `=`, or none).
@@ -75,6 +82,9 @@ fn parse_record(record: &str) -> std::result::Result<Package, String> {
         url: String::new(),
         license: String::new(),
         origin: String::new(),
+        maintainer: String::new(),
+        build_time: String::new(),
+        commit: String::new(),
         depends: Vec::new(),
         provides: Vec::new(),
         install_if: Vec::new(),
@@ -100,6 +110,9 @@ fn parse_record(record: &str) -> std::result::Result<Package, String> {
             "U" => p.url = value.to_string(),
             "L" => p.license = value.to_string(),
             "o" => p.origin = value.to_string(),
+            "m" => p.maintainer = value.to_string(),
+            "t" => p.build_time = value.to_string(),
+            "c" => p.commit = value.to_string(),
             "D" => p.depends = parse_list(value).map_err(|e| e.to_string())?,
             "p" => p.provides = parse_list(value).map_err(|e| e.to_string())?,
             "i" => p.install_if = parse_list(value).map_err(|e| e.to_string())?,

@@ -82,12 +82,15 @@ pub fn write(packages: &[InstalledPackage]) -> String {
         field("U", &p.url);
         field("L", &p.license);
         field("o", &p.origin);
-        field("D", &atoms(&p.depends));
-        field("p", &atoms(&p.provides));
-        field("i", &atoms(&p.install_if));
+        field("m", &p.maintainer);
+        field("t", &p.build_time);
+        field("c", &p.commit);
         if p.provider_priority > 0 {
             field("k", &p.provider_priority.to_string());
         }
+        field("D", &atoms(&p.depends));
+        field("p", &atoms(&p.provides));
+        field("i", &atoms(&p.install_if));
         field("r", &ip.replaces);
         field("q", &ip.replaces_priority);
         // Files grouped by directory (those at the top first: an `F:` line cannot go back
@@ -225,7 +228,7 @@ mod tests {
     #[test]
     fn round_trips_in_apk_format() {
         let pkgs = crate::index::parse(
-            "C:Q1abc=\nP:hello\nV:1.0-r0\nA:x86_64\nS:10\nI:20\nT:says hello\nD:musl\np:cmd:hello=1.0-r0\n\n",
+            "C:Q1abc=\nP:hello\nV:1.0-r0\nA:x86_64\nS:10\nI:20\nT:says hello\nm:Ann <a@b>\nt:1700000000\nc:abc123\nD:musl\np:cmd:hello=1.0-r0\n\n",
         )
         .unwrap();
         let mut ip = InstalledPackage::new(pkgs[0].clone());
@@ -245,6 +248,10 @@ mod tests {
         let db = vec![ip];
         let text = write(&db);
         assert!(text.contains("P:hello\nV:1.0-r0\n"), "{text}");
+        assert!(
+            text.contains("T:says hello\nm:Ann <a@b>\nt:1700000000\nc:abc123\nD:musl\n"),
+            "{text}"
+        );
         // A file at the top sits under a bare `F:` (apk-tools reads `R:` only under an `F:`).
         assert!(
             text.contains("r:hello-old\nF:\nR:README\nF:usr\n"),

@@ -213,6 +213,7 @@ fn run(
                 ("description", &p.description),
                 ("url", &p.url),
                 ("license", &p.license),
+                ("maintainer", &p.maintainer),
                 ("arch", &p.arch),
             ] {
                 if !v.is_empty() {
