@@ -52,7 +52,7 @@ fn pkg_add_upgrade_del_from_a_local_repository() {
     // Its post-install script ran inside (root, the environment's hostname) and is gone.
     assert_eq!(
         std::fs::read_to_string(rootfs.join("root/greet-installed")).unwrap(),
-        "0 proj\n"
+        "0 proj 1.0-r0\n"
     );
     assert!(!rootfs.join("tmp/.box-pkg-greet.post-install").exists());
     let db = std::fs::read_to_string(rootfs.join("lib/apk/db/installed")).unwrap();
@@ -211,7 +211,7 @@ fn pkg_in_a_running_and_a_stopped_box_stays_inside_it() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n");
     assert_eq!(
         d.ok(&["exec", "b", "cat", "/root/greet-installed"]),
-        "0 pkgbox\n"
+        "0 pkgbox 1.0-r0\n"
     );
     assert_eq!(
         d.ok(&["exec", "b", "sh", "/usr/bin/greet"]),
@@ -244,9 +244,12 @@ fn pkg_in_a_running_and_a_stopped_box_stays_inside_it() {
         d.ok(&["exec", "b", "sh", "/usr/bin/greet"]),
         "hello again\n"
     );
-    assert!(d
-        .ok(&["exec", "b", "cat", "/root/greet-installed"])
-        .starts_with("0 "));
+    // Under the chroot of the stopped box: root, the host's hostname, the new version.
+    let mark = d.ok(&["exec", "b", "cat", "/root/greet-installed"]);
+    assert!(
+        mark.starts_with("0 ") && mark.ends_with(" 2.0-r0\n"),
+        "{mark}"
+    );
     assert_eq!(d.ok(&["exec", "b", "cat", "/etc/apk/world"]), "greet\n");
 
     // A box that does not exist.

@@ -1321,7 +1321,7 @@ fn rootless_pkg_in_an_environment_and_in_a_running_box() {
     );
     assert_eq!(
         std::fs::read_to_string(rootfs.join("root/greet-installed")).unwrap(),
-        "0 proj\n"
+        "0 proj 1.0-r0\n"
     );
     assert_eq!(u.ok(&["pkg", "-C", p, "del", "greet"]).lines().count(), 2);
     assert!(!rootfs.join("usr/bin/greet").exists());
@@ -1352,7 +1352,7 @@ fn rootless_pkg_in_an_environment_and_in_a_running_box() {
     );
     assert_eq!(
         u.ok(&["exec", "b", "cat", "/root/greet-installed"]),
-        "0 pkgbox\n"
+        "0 pkgbox 1.0-r0\n"
     );
     assert_eq!(
         u.ok(&[

@@ -16,6 +16,7 @@ use crate::apk::read_apk;
 use crate::atom::Atom;
 use crate::index::Package;
 use crate::installed::{self, InstalledPackage, INSTALLED, TRIGGERS, WORLD};
+use crate::scripts::{read_scripts, stored_script, write_scripts, Script, ScriptRunner};
 use crate::{PkgError, Result};
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> PkgError {
@@ -206,69 +207,6 @@ fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
     fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
 }
 
-/// apk-tools' script store, relative to the root: a tar whose entries are named
-/// `NAME-VERSION.CHECKSUM.SCRIPT` (`busybox-1.36.1-r5.Q1…=.post-install`).
-pub const SCRIPTS: &str = "lib/apk/db/scripts.tar";
-
-fn read_scripts(root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let bytes = match fs::read(root.join(SCRIPTS)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(PkgError::Io(format!("cannot read {SCRIPTS}: {e}"))),
-    };
-    let bad = |e: std::io::Error| PkgError::Io(format!("{SCRIPTS}: {e}"));
-    let mut out = Vec::new();
-    let mut archive = tar::Archive::new(bytes.as_slice());
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut body).map_err(bad)?;
-        out.push((name, body));
-    }
-    Ok(out)
-}
-
-fn write_scripts(root: &Path, scripts: &[(String, Vec<u8>)]) -> Result<()> {
-    let bad = |e: std::io::Error| PkgError::Io(format!("{SCRIPTS}: {e}"));
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, body) in scripts {
-        let mut h = tar::Header::new_gnu();
-        // apk-tools reads only entries typed as regular files.
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(body.len() as u64);
-        h.set_mode(0o755);
-        h.set_cksum();
-        b.append_data(&mut h, name, body.as_slice()).map_err(bad)?;
-    }
-    let tar = b.into_inner().map_err(bad)?;
-    let path = root.join(SCRIPTS);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    }
-    let tmp = path.with_extension("box-new");
-    fs::write(&tmp, tar).map_err(io(format!("cannot write {}", tmp.display())))?;
-    fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
-}
-
-/// The stored script `script` (`pre-deinstall`, …) of `pkg`, if any.
-fn stored_script<'s>(
-    scripts: &'s [(String, Vec<u8>)],
-    pkg: &Package,
-    script: &str,
-) -> Option<&'s [u8]> {
-    let prefix = format!("{}.", pkg.file_stem());
-    let suffix = format!(".{script}");
-    scripts
-        .iter()
-        .find(|(n, _)| n.starts_with(&prefix) && n.ends_with(&suffix))
-        .map(|(_, b)| b.as_slice())
-}
-
-/// Runs one of a package's scripts inside the root: (package, script name such as
-/// `.post-install`, its content).
-pub type ScriptRunner<'a> = dyn Fn(&Package, &str, &[u8]) -> Result<()> + 'a;
-
 /// Installs `packages` (dependencies first, each with its downloaded file) into `root` and
 /// records `world`. Every file is checked before anything is extracted: its signature against
 /// `keys`, its control checksum against the index's, its data against its hash. A package's
@@ -307,26 +245,44 @@ pub fn install(
         checked.push((pkg, apk));
     }
     let mut db = read_installed(root)?;
+    let mut changed: Vec<String> = Vec::new();
     // apk-tools refuses a root without a world file: one exists before anything changes.
     if !root.join(WORLD).exists() {
         write_atomically(root, WORLD, &installed::write_world(&read_world(root)?))?;
     }
     for (pkg, apk) in checked {
-        let upgrade = db.iter().any(|ip| ip.package.name == pkg.name);
-        let (pre, post) = if upgrade {
+        let old_version = db
+            .iter()
+            .find(|ip| ip.package.name == pkg.name)
+            .map(|ip| ip.package.version.to_string());
+        let (pre, post) = if old_version.is_some() {
             (".pre-upgrade", ".post-upgrade")
         } else {
             (".pre-install", ".post-install")
         };
-        let script = |name: &str| apk.scripts.iter().find(|(n, _)| n == name);
-        if let Some((name, body)) = script(pre) {
-            run_script(pkg, name, body)?;
-        }
+        // apk's arguments: the new version, then the old one on an upgrade.
+        let args: Vec<String> = std::iter::once(pkg.version.to_string())
+            .chain(old_version.clone())
+            .collect();
+        let run = |wanted: &str| -> Result<()> {
+            match apk.scripts.iter().find(|(n, _)| n == wanted) {
+                Some((name, body)) => run_script(&Script {
+                    package: pkg,
+                    name,
+                    body,
+                    args: args.clone(),
+                }),
+                None => Ok(()),
+            }
+        };
+        run(pre)?;
         let extracted = extract(apk.data, root)?;
+        changed.extend(extracted.files.iter().map(|(p, _)| parent_dir(p)));
         // An upgrade: the old version's files that the new one no longer has go.
         let mut old_stem = None;
         if let Some(old) = db.iter().position(|ip| ip.package.name == pkg.name) {
             let old = db.remove(old);
+            changed.extend(old.files.iter().map(|(p, _)| parent_dir(p)));
             let new: HashSet<&str> = extracted.files.iter().map(|(p, _)| p.as_str()).collect();
             remove_files(root, &old.files, &new)?;
             old_stem = Some(format!("{}.", old.package.file_stem()));
@@ -371,11 +327,17 @@ pub fn install(
         if stored.len() != had || !apk.scripts.is_empty() {
             write_scripts(root, &stored)?;
         }
-        if let Some((name, body)) = script(post) {
-            run_script(pkg, name, body)?;
-        }
+        run(post)?;
     }
-    write_atomically(root, WORLD, &installed::write_world(world))
+    write_atomically(root, WORLD, &installed::write_world(world))?;
+    crate::scripts::fire_triggers(root, &db, &changed, run_script)
+}
+
+/// The directory of a path relative to the root (empty for the top).
+fn parent_dir(path: &str) -> String {
+    path.rsplit_once('/')
+        .map(|(d, _)| d.to_string())
+        .unwrap_or_default()
 }
 
 /// Refuses a data member with an entry that would leave the root (before anything of it is
@@ -414,10 +376,20 @@ pub fn uninstall(
         .into_iter()
         .partition(|ip| names.contains(&ip.package.name));
     let mut stored = read_scripts(root)?;
-    for ip in &gone {
-        if let Some(body) = stored_script(&stored, &ip.package, "pre-deinstall") {
-            run_script(&ip.package, ".pre-deinstall", body)?;
+    // apk's argument for removal scripts: the old version.
+    let deinstall = |ip: &InstalledPackage, script: &str| -> Result<()> {
+        match stored_script(&stored, &ip.package, script) {
+            Some(body) => run_script(&Script {
+                package: &ip.package,
+                name: &format!(".{script}"),
+                body,
+                args: vec![ip.package.version.to_string()],
+            }),
+            None => Ok(()),
         }
+    };
+    for ip in &gone {
+        deinstall(ip, "pre-deinstall")?;
     }
     let owned: HashSet<&str> = kept
         .iter()
@@ -439,9 +411,7 @@ pub fn uninstall(
                 let _ = fs::remove_dir(root.join(d));
             }
         }
-        if let Some(body) = stored_script(&stored, &ip.package, "post-deinstall") {
-            run_script(&ip.package, ".post-deinstall", body)?;
-        }
+        deinstall(ip, "post-deinstall")?;
     }
     let before = stored.len();
     stored.retain(|(n, _)| {
@@ -452,7 +422,11 @@ pub fn uninstall(
     if stored.len() != before {
         write_scripts(root, &stored)?;
     }
-    Ok(())
+    let changed: Vec<String> = gone
+        .iter()
+        .flat_map(|ip| ip.files.iter().map(|(p, _)| parent_dir(p)))
+        .collect();
+    crate::scripts::fire_triggers(root, &kept, &changed, run_script)
 }
 
 #[cfg(test)]
@@ -460,8 +434,8 @@ mod tests {
     use super::*;
     use crate::testing::{build_apk, key};
 
-    fn no_scripts(_: &Package, name: &str, _: &[u8]) -> Result<()> {
-        panic!("no script expected, got {name}")
+    fn no_scripts(s: &Script<'_>) -> Result<()> {
+        panic!("no script expected, got {}", s.name)
     }
 
     fn pkg(name: &str, version: &str, checksum: &str) -> Package {
@@ -605,7 +579,8 @@ mod tests {
 #[cfg(test)]
 mod script_tests {
     use super::*;
-    use crate::testing::{build_apk_with_scripts, key};
+    use crate::scripts::SCRIPTS;
+    use crate::testing::{build_apk_with_info, build_apk_with_scripts, key};
     use std::cell::RefCell;
 
     #[test]
@@ -629,20 +604,25 @@ mod script_tests {
         );
         p.checksum = c;
         let seen = RefCell::new(Vec::new());
-        let runner = |pkg: &Package, name: &str, body: &[u8]| -> Result<()> {
+        let runner = |s: &Script<'_>| -> Result<()> {
             // The files are in place for the post-install script only.
             let present = root.join("etc/s.conf").exists();
             seen.borrow_mut().push(format!(
-                "{} {name} {} {present}",
-                pkg.name,
-                String::from_utf8_lossy(body)
+                "{} {} {} {present} {:?}",
+                s.package.name,
+                s.name,
+                String::from_utf8_lossy(s.body),
+                s.args
             ));
             Ok(())
         };
         install(&root, &keys, &[(p.clone(), apk.clone())], &[], &runner).unwrap();
         assert_eq!(
             *seen.borrow(),
-            ["s .pre-install pre false", "s .post-install post true"]
+            [
+                "s .pre-install pre false [\"1-r0\"]",
+                "s .post-install post true [\"1-r0\"]"
+            ]
         );
         // Kept for the removal, run around it.
         let stored = read_scripts(&root).unwrap();
@@ -659,19 +639,102 @@ mod script_tests {
         uninstall(&root, &["s".to_string()], &[], &runner).unwrap();
         assert_eq!(
             *seen.borrow(),
-            ["s .pre-deinstall gone? true", "s .post-deinstall bye false"]
+            [
+                "s .pre-deinstall gone? true [\"1-r0\"]",
+                "s .post-deinstall bye false [\"1-r0\"]"
+            ]
         );
         assert!(read_scripts(&root).unwrap().is_empty());
         // A second install of the same name is an upgrade: its scripts are the upgrade ones
         // (this package has none), and a failing script is an error.
-        let failing = |_: &Package, name: &str, _: &[u8]| -> Result<()> {
-            Err(PkgError::Io(format!("{name} exited with 1")))
+        let failing = |s: &Script<'_>| -> Result<()> {
+            Err(PkgError::Io(format!("{} exited with 1", s.name)))
         };
         fs::remove_dir_all(&root).unwrap();
         fs::create_dir_all(&root).unwrap();
         let e = install(&root, &keys, &[(p, apk)], &[], &failing).unwrap_err();
         assert!(e.to_string().contains(".pre-install exited with 1"), "{e}");
         assert!(!root.join("etc/s.conf").exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn upgrades_get_both_versions_and_triggers_fire_on_the_directories_they_watch() {
+        let (private, keys) = key();
+        let root = std::env::temp_dir().join(format!("box-pkg-trig-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let package = |name: &str, version: &str, c: String| {
+            let mut p =
+                crate::index::parse(&format!("P:{name}\nV:{version}\n\n")).unwrap()[0].clone();
+            p.checksum = c;
+            p
+        };
+        // A package that watches /usr/bin and the directories right below /lib/modules.
+        let (watcher, c) = build_apk_with_info(
+            &private,
+            "watcher",
+            "1-r0",
+            &[("etc/watcher", b"w")],
+            &[(".trigger", b"relink")],
+            "triggers = /usr/bin /lib/modules/*\n",
+        );
+        let watcher = (package("watcher", "1-r0", c), watcher);
+        let (tool1, c1) = build_apk_with_scripts(
+            &private,
+            "tool",
+            "1-r0",
+            &[
+                ("usr/bin/tool", b"1"),
+                ("lib/modules/6.1/kernel/m.ko", b"m"),
+            ],
+            &[(".post-upgrade", b"up")],
+        );
+        let (tool2, c2) = build_apk_with_scripts(
+            &private,
+            "tool",
+            "2-r0",
+            &[("usr/bin/tool", b"2"), ("lib/modules/6.2/m.ko", b"m")],
+            &[(".post-upgrade", b"up")],
+        );
+        let seen = RefCell::new(Vec::new());
+        let runner = |s: &Script<'_>| -> Result<()> {
+            seen.borrow_mut()
+                .push(format!("{} {} {:?}", s.package.name, s.name, s.args));
+            Ok(())
+        };
+        install(&root, &keys, &[watcher], &[], &runner).unwrap();
+        // Only /etc changed: nothing the watcher watches.
+        assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
+        install(
+            &root,
+            &keys,
+            &[(package("tool", "1-r0", c1), tool1)],
+            &[],
+            &runner,
+        )
+        .unwrap();
+        assert_eq!(
+            *seen.borrow(),
+            ["watcher .trigger [\"/usr/bin\"]"],
+            "lib/modules/6.1/kernel is deeper than /lib/modules/* reaches"
+        );
+        seen.borrow_mut().clear();
+        install(
+            &root,
+            &keys,
+            &[(package("tool", "2-r0", c2), tool2)],
+            &[],
+            &runner,
+        )
+        .unwrap();
+        assert_eq!(
+            *seen.borrow(),
+            [
+                "tool .post-upgrade [\"2-r0\", \"1-r0\"]",
+                "watcher .trigger [\"/usr/bin\", \"/lib/modules/6.2\"]"
+            ]
+        );
         let _ = fs::remove_dir_all(&root);
     }
 }

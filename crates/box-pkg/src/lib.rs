@@ -12,6 +12,7 @@ pub mod install;
 pub mod installed;
 pub mod manager;
 pub mod resolve;
+pub mod scripts;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod version;

@@ -19,7 +19,7 @@ pub struct Root<'a> {
     /// How to download.
     pub fetch: &'a dyn Fetch,
     /// How to run a package's scripts inside the root.
-    pub run_script: &'a install::ScriptRunner<'a>,
+    pub run_script: &'a crate::scripts::ScriptRunner<'a>,
 }
 
 /// What an `add` or `del` changed.
@@ -235,7 +235,7 @@ mod tests {
             path: root.clone(),
             arch: "x86_64".into(),
             fetch: &fetch,
-            run_script: &|_, _, _| Ok(()),
+            run_script: &|_| Ok(()),
         };
         assert_eq!(r.update().unwrap(), 2);
         let changes = r.add(&crate::atom::parse_list("app").unwrap()).unwrap();

@@ -76,12 +76,26 @@ pub fn build_apk_with_scripts(
     files: &[(&str, &[u8])],
     scripts: &[(&str, &[u8])],
 ) -> (Vec<u8>, String) {
+    build_apk_with_info(private, name, version, files, scripts, "")
+}
+
+/// [`build_apk_with_scripts`] with more `.PKGINFO` lines (`triggers = /usr/bin`, …).
+pub fn build_apk_with_info(
+    private: &RsaPrivateKey,
+    name: &str,
+    version: &str,
+    files: &[(&str, &[u8])],
+    scripts: &[(&str, &[u8])],
+    more_info: &str,
+) -> (Vec<u8>, String) {
     let data = member(files);
     let hash: String = Sha256::digest(&data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let info = format!("pkgname = {name}\npkgver = {version}\narch = x86_64\ndatahash = {hash}\n");
+    let info = format!(
+        "pkgname = {name}\npkgver = {version}\narch = x86_64\ndatahash = {hash}\n{more_info}"
+    );
     let mut control_files: Vec<(&str, &[u8])> = vec![(".PKGINFO", info.as_bytes())];
     control_files.extend_from_slice(scripts);
     let control = member(&control_files);

@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use anyhow::Result;
 use box_engine::environment::{self, Environment};
 use box_pkg::fetch::{Fetcher, Http};
-use box_pkg::index::Package;
 use box_pkg::manager::{host_arch, Changes, Root};
+use box_pkg::scripts::Script;
 use box_pkg::PkgError;
 
 use super::cli::PkgCommand;
@@ -46,10 +46,11 @@ fn pkg_in_environment(directory: Option<PathBuf>, cmd: PkgCommand) -> Result<()>
     }
     let fetch = Fetcher { http: Http::new()? };
     let project = env.project.clone();
-    let enter = move |body: &[u8]| {
+    let enter = move |body: &[u8], args: &[String]| {
         script_child(
             &[OsStr::new("enter"), OsStr::new("-C"), project.as_os_str()],
             body,
+            args,
         )
     };
     with_script_server(&enter, |scripts| {
@@ -65,7 +66,7 @@ fn pkg_in_box(root: Option<PathBuf>, name: &str, cmd: PkgCommand) -> Result<()> 
         prefix.extend([OsStr::new("--root"), r.as_os_str()]);
     }
     prefix.extend([OsStr::new("exec"), OsStr::new("-i"), OsStr::new(name)]);
-    let exec = |body: &[u8]| script_child(&prefix, body);
+    let exec = |body: &[u8], args: &[String]| script_child(&prefix, body, args);
     with_script_server(&exec, |scripts| {
         engine.in_box_root(name, |running| {
             if running {
@@ -84,39 +85,42 @@ struct ScriptServer {
     requests: mpsc::Sender<ScriptRequest>,
 }
 
-/// A script, and where its outcome goes.
+/// A script and its arguments, and where its outcome goes.
 struct ScriptRequest {
     body: Vec<u8>,
+    args: Vec<String>,
     reply: mpsc::Sender<std::io::Result<std::process::ExitStatus>>,
 }
 
+/// How the server's thread starts a script: (content, arguments).
+type ScriptSpawner<'a> =
+    dyn Fn(&[u8], &[String]) -> std::io::Result<std::process::ExitStatus> + Sync + 'a;
+
 impl ScriptServer {
     /// A runner for box-pkg that hands each script to the server and waits for it.
-    fn runner(&self) -> impl Fn(&Package, &str, &[u8]) -> box_pkg::Result<()> + '_ {
-        move |pkg, script, body| {
+    fn runner(&self) -> impl Fn(&Script<'_>) -> box_pkg::Result<()> + '_ {
+        move |script| {
             let gone = || PkgError::Io("the script runner is gone".into());
             let (reply, outcome) = mpsc::channel();
             self.requests
                 .send(ScriptRequest {
-                    body: body.to_vec(),
+                    body: script.body.to_vec(),
+                    args: script.args.clone(),
                     reply,
                 })
                 .map_err(|_| gone())?;
-            script_result(pkg, script, outcome.recv().map_err(|_| gone())?)
+            script_result(script, outcome.recv().map_err(|_| gone())?)
         }
     }
 }
 
 /// Runs `work` with a script server whose thread starts scripts with `spawn`.
-fn with_script_server<T>(
-    spawn: &(dyn Fn(&[u8]) -> std::io::Result<std::process::ExitStatus> + Sync),
-    work: impl FnOnce(&ScriptServer) -> T,
-) -> T {
+fn with_script_server<T>(spawn: &ScriptSpawner<'_>, work: impl FnOnce(&ScriptServer) -> T) -> T {
     let (requests, served) = mpsc::channel::<ScriptRequest>();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for req in served {
-                let _ = req.reply.send(spawn(&req.body));
+                let _ = req.reply.send(spawn(&req.body, &req.args));
             }
         });
         let server = ScriptServer { requests };
@@ -125,11 +129,16 @@ fn with_script_server<T>(
     })
 }
 
-/// Runs `box ARGS… /bin/sh -s` with the script on its standard input.
-fn script_child(args: &[&OsStr], body: &[u8]) -> std::io::Result<std::process::ExitStatus> {
+/// Runs `box ARGS… /bin/sh -s SCRIPT_ARGS…` with the script on its standard input.
+fn script_child(
+    args: &[&OsStr],
+    body: &[u8],
+    script_args: &[String],
+) -> std::io::Result<std::process::ExitStatus> {
     let mut child = Process::new(std::env::current_exe()?)
         .args(args)
         .args(["--", "/bin/sh", "-s"])
+        .args(script_args)
         .stdin(Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -140,37 +149,34 @@ fn script_child(args: &[&OsStr], body: &[u8]) -> std::io::Result<std::process::E
 
 /// Runs a script from the calling (confined) thread: written to /tmp, run by `/bin/sh` with a
 /// clean environment, then removed.
-fn run_confined(pkg: &Package, name: &str, body: &[u8]) -> box_pkg::Result<()> {
+fn run_confined(script: &Script<'_>) -> box_pkg::Result<()> {
     let io = |what: &str, e: std::io::Error| PkgError::Io(format!("{what}: {e}"));
     std::fs::create_dir_all("/tmp").map_err(|e| io("cannot make /tmp", e))?;
-    let file = format!("/tmp/.box-pkg-{}{name}", pkg.name);
-    std::fs::write(&file, body).map_err(|e| io("cannot write the script", e))?;
+    let file = format!("/tmp/.box-pkg-{}{}", script.package.name, script.name);
+    std::fs::write(&file, script.body).map_err(|e| io("cannot write the script", e))?;
     let status = Process::new("/bin/sh")
         .arg(&file)
+        .args(&script.args)
         .env_clear()
         .env("PATH", SCRIPT_PATH)
         .env("HOME", "/root")
         .current_dir("/")
         .status();
     let _ = std::fs::remove_file(&file);
-    script_result(pkg, name, status)
+    script_result(script, status)
 }
 
 fn script_result(
-    pkg: &Package,
-    name: &str,
+    script: &Script<'_>,
     status: std::io::Result<std::process::ExitStatus>,
 ) -> box_pkg::Result<()> {
+    let (name, pkg) = (script.name, script.package.file_stem());
     match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(PkgError::Io(format!(
-            "{name} of {} failed ({s}): the transaction stopped there",
-            pkg.file_stem()
+            "{name} of {pkg} failed ({s}): the transaction stopped there"
         ))),
-        Err(e) => Err(PkgError::Io(format!(
-            "cannot run {name} of {}: {e}",
-            pkg.file_stem()
-        ))),
+        Err(e) => Err(PkgError::Io(format!("cannot run {name} of {pkg}: {e}"))),
     }
 }
 
@@ -178,7 +184,7 @@ fn script_result(
 fn run(
     cmd: &PkgCommand,
     fetch: &Fetcher<Http>,
-    run_script: &box_pkg::install::ScriptRunner<'_>,
+    run_script: &box_pkg::scripts::ScriptRunner<'_>,
 ) -> Result<()> {
     let root = Root {
         path: PathBuf::from("/"),

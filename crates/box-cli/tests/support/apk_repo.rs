@@ -26,10 +26,11 @@ pub const LIB: Apk = Apk {
     depends: "",
     scripts: &[],
 };
-/// The post-install script of `greet`: leaves `uid hostname` in /root/greet-installed.
+/// The post-install script of `greet`: leaves `uid hostname $1` (the new version, as apk passes
+/// it) in /root/greet-installed.
 pub const GREET_MARK: (&str, &[u8]) = (
     ".post-install",
-    b"#!/bin/sh\necho \"$(id -u) $(hostname)\" > /root/greet-installed\n",
+    b"#!/bin/sh\necho \"$(id -u) $(hostname) $1\" > /root/greet-installed\n",
 );
 /// A program that needs [`LIB`].
 pub const GREET_1: Apk = Apk {
