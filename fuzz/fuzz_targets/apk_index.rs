@@ -1,5 +1,6 @@
-//! Feeds arbitrary text to the APKINDEX, dependency-atom and version parsers, and resolves a
-//! request against whatever index parsed: errors are fine, panics and endless loops are not.
+//! Feeds arbitrary text to the APKINDEX, installed-database, triggers, dependency-atom and
+//! version parsers, resolves a request against whatever index parsed, and writes back whatever
+//! database parsed: errors are fine, panics and endless loops are not.
 #![no_main]
 
 use box_pkg::atom::Atom;
@@ -25,5 +26,10 @@ fuzz_target!(|data: &[u8]| {
             });
             let _ = box_pkg::resolve::resolve(&pkgs, &[want]);
         }
+    }
+    if let Ok(mut db) = box_pkg::installed::parse(s) {
+        box_pkg::installed::parse_triggers(&mut db, s);
+        let _ = box_pkg::installed::write(&db);
+        let _ = box_pkg::installed::write_triggers(&db);
     }
 });
