@@ -438,7 +438,7 @@ mod tests {
         panic!("no script expected, got {}", s.name)
     }
 
-    fn pkg(name: &str, version: &str, checksum: &str) -> Package {
+    pub(super) fn pkg(name: &str, version: &str, checksum: &str) -> Package {
         let mut p = crate::index::parse(&format!("P:{name}\nV:{version}\n\n")).unwrap()[0].clone();
         p.checksum = checksum.to_string();
         p
@@ -664,12 +664,7 @@ mod script_tests {
         let root = std::env::temp_dir().join(format!("box-pkg-trig-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
-        let package = |name: &str, version: &str, c: String| {
-            let mut p =
-                crate::index::parse(&format!("P:{name}\nV:{version}\n\n")).unwrap()[0].clone();
-            p.checksum = c;
-            p
-        };
+        let package = |name: &str, version: &str, c: String| super::tests::pkg(name, version, &c);
         // A package that watches /usr/bin and the directories right below /lib/modules.
         let (watcher, c) = build_apk_with_info(
             &private,
