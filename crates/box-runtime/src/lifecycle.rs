@@ -332,6 +332,10 @@ impl Runtime {
 /// (see [`pid_namespace_members`]), when the box has a pid namespace of its own; a box sharing
 /// the runtime's has no members to tell from the host's processes, so only its init is signalled.
 fn signal_pid_namespace(record: &BoxRecord, sig: Signal) {
+    // A recycled pid is not the box's init: its namespace says nothing about the box.
+    if !record.init_alive() {
+        return;
+    }
     let theirs = std::fs::read_link(format!("/proc/{}/ns/pid", record.pid));
     let ours = std::fs::read_link("/proc/self/ns/pid");
     match (theirs, ours) {
