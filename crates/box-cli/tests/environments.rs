@@ -88,13 +88,7 @@ fn init_enter_export_import_and_remove() {
         &proj,
         &["enter", "--network", "none", "--", "cat", "/proc/net/dev"],
     );
-    let ifaces: Vec<&str> = out
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, ["lo"], "{out}");
+    assert_eq!(net_dev_interfaces(&out), ["lo"], "{out}");
     assert!(!fails_in(&d, &proj, &["enter", "--network", "bridge", "--", "true"]).is_empty());
 
     // Changes persist in .box; export and import carry them to another directory.

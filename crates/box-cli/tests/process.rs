@@ -392,11 +392,5 @@ fn new_network_namespace_has_only_loopback() {
     });
     b.args(&["cat", "/proc/net/dev"]);
     let out = output(&b);
-    let ifaces: Vec<&str> = out
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "{out}");
+    assert_eq!(net_dev_interfaces(&out), ["lo"], "{out}");
 }

@@ -322,7 +322,6 @@ fn uses_volume(spec: &BoxSpec, name: &str) -> bool {
 /// Unshares the calling thread's mount namespace and makes every mount in it private, so that
 /// what the thread mounts is seen nowhere else and goes away with it.
 pub(crate) fn private_mount_ns(what: &str) -> Result<()> {
-    use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(|e| {
         EngineError::io(
@@ -333,19 +332,24 @@ pub(crate) fn private_mount_ns(what: &str) -> Result<()> {
             std::io::Error::from(e),
         )
     })?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| {
+    make_mounts_private().map_err(|e| {
         EngineError::io(
             format!("cannot make mounts private for {what}"),
             std::io::Error::from(e),
         )
     })
+}
+
+/// Makes every mount of the caller's (new) mount namespace private, recursively: nothing it
+/// mounts or unmounts from now on propagates to the namespace it came from.
+pub(crate) fn make_mounts_private() -> nix::Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
 }
 
 fn copy_up_in_private_ns(mut snap: Snapshot, jobs: &[(PathBuf, String)]) -> Result<()> {

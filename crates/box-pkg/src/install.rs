@@ -180,7 +180,9 @@ pub fn read_world(root: &Path) -> Result<Vec<Atom>> {
     }
 }
 
-fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
+/// Replaces the file `rel` of `root` with `bytes`: written aside under a fresh name, then
+/// renamed over it.
+pub(crate) fn write_atomically(root: &Path, rel: &str, bytes: impl AsRef<[u8]>) -> Result<()> {
     let path = root.join(rel);
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -202,7 +204,7 @@ fn write_atomically(root: &Path, rel: &str, text: &str) -> Result<()> {
         .create_new(true)
         .open(&tmp)
         .map_err(io(format!("cannot write {}", tmp.display())))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
+    std::io::Write::write_all(&mut file, bytes.as_ref())
         .map_err(io(format!("cannot write {}", tmp.display())))?;
     fs::rename(&tmp, &path).map_err(io(format!("cannot write {}", path.display())))
 }

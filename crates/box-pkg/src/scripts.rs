@@ -65,16 +65,7 @@ pub(crate) fn write_scripts(root: &Path, scripts: &[(String, Vec<u8>)]) -> Resul
         b.append_data(&mut h, name, body.as_slice()).map_err(bad)?;
     }
     let tar = b.into_inner().map_err(bad)?;
-    let path = root.join(SCRIPTS);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)
-            .map_err(|e| PkgError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let tmp = path.with_extension("box-new");
-    fs::write(&tmp, tar)
-        .map_err(|e| PkgError::Io(format!("cannot write {}: {e}", tmp.display())))?;
-    fs::rename(&tmp, &path)
-        .map_err(|e| PkgError::Io(format!("cannot write {}: {e}", path.display())))
+    crate::install::write_atomically(root, SCRIPTS, &tar)
 }
 
 /// The stored script `script` (`pre-deinstall`, …) of `pkg`, if any.

@@ -908,6 +908,15 @@ pub fn own_ns(kind: &str) -> String {
         .to_string()
 }
 
+/// The interface names of a `/proc/net/dev` text (two header lines, then `NAME: counters`).
+pub fn net_dev_interfaces(text: &str) -> Vec<&str> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect()
+}
+
 /// `GET /` from `addr` (HOST:PORT) over plain TCP, retried for up to ~10 s while nothing
 /// answers; the response's body (none when no server answered).
 pub fn http_get(addr: &str) -> Option<String> {

@@ -244,14 +244,8 @@ impl Plan {
             )
             .map_err(|e| format!("cannot bind {} at {}: {e}", src.display(), dst.display()))
         };
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(|e| format!("cannot make mounts private: {e}"))?;
+        crate::volumes::make_mounts_private()
+            .map_err(|e| format!("cannot make mounts private: {e}"))?;
         let r = &self.rootfs;
         bind(r, r)?;
         mount(
