@@ -167,8 +167,8 @@ pub fn read_installed(root: &Path) -> Result<Vec<InstalledPackage>> {
 
 /// Writes the installed database of `root` and its triggers file.
 fn write_installed(root: &Path, db: &[InstalledPackage]) -> Result<()> {
-    write_atomically(root, INSTALLED, &installed::write(db))?;
-    write_atomically(root, TRIGGERS, &installed::write_triggers(db))
+    write_atomically(root, INSTALLED, installed::write(db))?;
+    write_atomically(root, TRIGGERS, installed::write_triggers(db))
 }
 
 /// The world of `root` (empty when there is none).
@@ -250,7 +250,7 @@ pub fn install(
     let mut changed: Vec<String> = Vec::new();
     // apk-tools refuses a root without a world file: one exists before anything changes.
     if !root.join(WORLD).exists() {
-        write_atomically(root, WORLD, &installed::write_world(&read_world(root)?))?;
+        write_atomically(root, WORLD, installed::write_world(&read_world(root)?))?;
     }
     for (pkg, apk) in checked {
         let old_version = db
@@ -331,7 +331,7 @@ pub fn install(
         }
         run(post)?;
     }
-    write_atomically(root, WORLD, &installed::write_world(world))?;
+    write_atomically(root, WORLD, installed::write_world(world))?;
     crate::scripts::fire_triggers(root, &db, &changed, run_script)
 }
 
@@ -398,7 +398,7 @@ pub fn uninstall(
         .flat_map(|ip| ip.files.iter().map(|(p, _)| p.as_str()))
         .collect();
     write_installed(root, &kept)?;
-    write_atomically(root, WORLD, &installed::write_world(world))?;
+    write_atomically(root, WORLD, installed::write_world(world))?;
     let kept_dirs: HashSet<&str> = kept
         .iter()
         .flat_map(|ip| ip.dirs.iter().map(|(d, _)| d.as_str()))

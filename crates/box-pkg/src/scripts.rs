@@ -65,7 +65,7 @@ pub(crate) fn write_scripts(root: &Path, scripts: &[(String, Vec<u8>)]) -> Resul
         b.append_data(&mut h, name, body.as_slice()).map_err(bad)?;
     }
     let tar = b.into_inner().map_err(bad)?;
-    crate::install::write_atomically(root, SCRIPTS, &tar)
+    crate::install::write_atomically(root, SCRIPTS, tar)
 }
 
 /// The stored script `script` (`pre-deinstall`, …) of `pkg`, if any.
